@@ -1,0 +1,63 @@
+"""Order state: folding accepted effects into it and recomputing order status (SPEC §4.3)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from orderfeeds.snapshot import CHARGED_COMPONENTS, KEY, OTHER_NET, PROMOTION_COMPONENTS
+from orderfeeds.validate import COUNT, MONEY
+
+# What an accepted record changes on one order line. Amount deltas are positive
+# for money returned to the buyer (promotion reversals are kept positive, as in §3).
+DELTA_COLUMNS: tuple[str, ...] = (
+    *(refunded for _, refunded in CHARGED_COMPONENTS.values()),
+    *(reversed_ for _, reversed_ in PROMOTION_COMPONENTS.values()),
+    OTHER_NET,
+)
+EFFECT_SCHEMA: dict[str, pl.DataType] = {
+    "seq": pl.UInt32, "order-id": pl.String, "order-item-id": pl.String, "units-cancelled": COUNT,
+    **{column: MONEY for column in DELTA_COLUMNS},
+}
+
+
+def empty_effects() -> pl.DataFrame:
+    return pl.DataFrame(schema=EFFECT_SCHEMA)
+
+
+def open_units() -> pl.Expr:
+    return pl.col("quantity-ordered") - pl.col("quantity-shipped") - pl.col("quantity-cancelled")
+
+
+def fold_effects(state: pl.DataFrame, effects: pl.DataFrame) -> pl.DataFrame:
+    """The state after `effects`; statuses of touched orders are recomputed, others kept."""
+    if effects.height == 0:
+        return state
+    totals = effects.group_by(KEY).agg(pl.col("units-cancelled").sum(), *[pl.col(c).sum() for c in DELTA_COLUMNS])
+    added = {"quantity-cancelled": "units-cancelled", **{c: c for c in DELTA_COLUMNS}}
+    touched = effects.select("order-id").unique().with_columns(pl.lit(True).alias("_touched"))
+    merged = (state.join(totals, on=KEY, how="left", suffix="_delta", maintain_order="left")
+              .join(touched, on="order-id", how="left", maintain_order="left"))
+    merged = merged.with_columns(
+        (pl.col(target) + pl.col(f"{source}_delta" if source == target else source).fill_null(0)).alias(target)
+        for target, source in added.items()
+    )
+    merged = merged.with_columns(
+        pl.when(pl.col("_touched")).then(recomputed_status()).otherwise(pl.col("order-status")).alias("order-status")
+    )
+    return merged.select(state.columns)
+
+
+def recomputed_status() -> pl.Expr:
+    """SPEC §4.3, per order: all cancelled → Canceled; all shipped or cancelled → Shipped;
+    some shipped and some open → PartiallyShipped; nothing shipped → unchanged."""
+    by_order = "order-id"
+    all_cancelled = (pl.col("quantity-cancelled") == pl.col("quantity-ordered")).all().over(by_order)
+    some_shipped = (pl.col("quantity-shipped") > 0).any().over(by_order)
+    none_open = (open_units() == 0).all().over(by_order)
+    current = pl.col("order-status")
+    return (pl.when(all_cancelled).then(pl.lit("Canceled"))
+            # InvoiceUnconfirmed is a shipped order waiting for its invoice: keep the finer status.
+            .when(some_shipped & none_open & (current == "InvoiceUnconfirmed")).then(current)
+            .when(some_shipped & none_open).then(pl.lit("Shipped"))
+            .when(some_shipped).then(pl.lit("PartiallyShipped"))
+            .otherwise(current))

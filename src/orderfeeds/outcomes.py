@@ -1,0 +1,94 @@
+"""Outcomes: one report row per input record, from issues and rule results (SPEC §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from orderfeeds import catalogue
+from orderfeeds.feedtypes import FeedType
+from orderfeeds.readers.model import Note, RawFeed
+
+REPORT_COLUMNS = ("original-record-number", "line", "item-index", "order-id", "order-item-id",
+                  "status", "error-code", "error-name", "error-message")
+REPORT_SCHEMA = {
+    "original-record-number": pl.Int64, "line": pl.Int64, "item-index": pl.Int32, "order-id": pl.String,
+    "order-item-id": pl.String, "status": pl.String, "error-code": pl.Int64, "error-name": pl.String,
+    "error-message": pl.String,
+}
+
+
+@dataclass
+class FeedResult:
+    """Everything the reports of one feed say; renderers only format it."""
+
+    name: str
+    sha256: str
+    as_of: str
+    feed_type: FeedType | None
+    rows: pl.DataFrame  # REPORT_SCHEMA; record-0 notes first, then one row per record
+    fatal: Note | None = None
+    cancellations_counting: int = 0
+    refunded: dict[str, dict[str, str]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def records(self) -> pl.DataFrame:
+        return self.rows.filter(pl.col("original-record-number") > 0)
+
+    def count(self, status: str) -> int:
+        return self.records.filter(pl.col("status") == status).height
+
+    @property
+    def exit_code(self) -> int:
+        """SPEC §7 for one feed: 3 rejected whole, 1 some records rejected, else 0."""
+        if self.fatal is not None:
+            return 3
+        return 1 if self.count("Error") else 0
+
+
+def note_rows(notes: tuple[Note, ...] | list[Note]) -> pl.DataFrame:
+    """Record-0 report lines for file-level notes."""
+    frame = pl.DataFrame(
+        {"line": [n.line for n in notes], "error": [n.error for n in notes], "message": [n.message for n in notes]},
+        schema={"line": pl.Int64, "error": pl.String, "message": pl.String},
+    )
+    return _coded(frame.with_columns(
+        pl.lit(0, pl.Int64).alias("original-record-number"),
+        pl.lit(None, pl.Int32).alias("item-index"),
+        pl.lit(None, pl.String).alias("order-id"),
+        pl.lit(None, pl.String).alias("order-item-id"),
+    ))
+
+
+def _coded(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add code and status from the catalogue; a row without error is a Success."""
+    joined = frame.join(catalogue.as_frame(), on="error", how="left", maintain_order="left")
+    return joined.select(
+        "original-record-number", "line", "item-index", "order-id", "order-item-id",
+        pl.when(pl.col("error").is_null()).then(pl.lit("Success")).otherwise(pl.col("severity")).alias("status"),
+        "error-code", pl.col("error").alias("error-name"), pl.col("message").alias("error-message"),
+    ).cast(REPORT_SCHEMA)
+
+
+def assemble_rows(raw: RawFeed, issues: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
+    """One row per record, in input order: validation issues first, then the rule outcome."""
+    shown = {f.canonical: f.name for f in raw.fields}
+    identity = raw.frame.select(
+        "seq", pl.col("record").alias("original-record-number"), "line", "item-index",
+        pl.col(shown["order-id"]).alias("order-id"),
+        pl.col(shown["order-item-id"]).alias("order-item-id") if "order-item-id" in shown
+        else pl.lit(None, pl.String).alias("order-item-id"),
+    )
+    # Several problems with one record: the first by rank names the error, all are listed.
+    found = issues.sort("seq", "rank").group_by("seq", maintain_order=True).agg(
+        pl.col("error").first(), pl.col("message").unique(maintain_order=True).str.join("; "))
+    decided = pl.concat([found, outcomes.select("seq", "error", "message")], how="vertical_relaxed")
+    rows = identity.join(decided, on="seq", how="left", maintain_order="left")
+    return _coded(rows)
+
+
+def fatal_result(name: str, sha256: str, as_of: str, feed_type: FeedType | None, note: Note) -> FeedResult:
+    """A feed rejected whole: one record-0 line carrying the failure; nothing applied."""
+    return FeedResult(name=name, sha256=sha256, as_of=as_of, feed_type=feed_type, rows=note_rows([note]), fatal=note)

@@ -1,0 +1,118 @@
+"""The only place that sequences the stages: read → validate → apply → report."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from orderfeeds.apply import apply_records
+from orderfeeds.errors import FeedError, OrderfeedsError
+from orderfeeds.feedtypes import FeedType
+from orderfeeds.outcomes import FeedResult, assemble_rows, fatal_result, note_rows
+from orderfeeds.readers import DEFAULT_MAX_BYTES, read_feed
+from orderfeeds.readers.model import Note
+from orderfeeds.report import write_reports
+from orderfeeds.snapshot import read_snapshot, write_snapshot
+from orderfeeds.validate import validate_records
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """Settings shared by every feed of one call."""
+
+    feed_type: FeedType | None = None
+    encoding: str = "cp1252"
+    max_bytes: int = DEFAULT_MAX_BYTES
+    as_of: str = ""
+
+    def stamped(self) -> "ProcessOptions":
+        if self.as_of:
+            return self
+        now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        return ProcessOptions(self.feed_type, self.encoding, self.max_bytes, now)
+
+
+@dataclass
+class ProcessRun:
+    """What one `process` call did: a result per feed and the state after all of them."""
+
+    results: list[FeedResult]
+    state: pl.DataFrame
+    report_files: list[dict[str, Path]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return max((r.exit_code for r in self.results), default=0)
+
+
+def process_feed(data: bytes, name: str, state: pl.DataFrame, options: ProcessOptions,
+                 seen: dict[str, str] | None = None) -> tuple[FeedResult, pl.DataFrame]:
+    """One feed against a state: its result and the new state (unchanged if rejected whole).
+
+    `seen` maps file hashes already applied in this call to their names, so the same
+    bytes are never applied twice (SPEC §4.4).
+    """
+    options = options.stamped()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if seen is not None and sha256 in seen:
+        note = Note("duplicate-feed", f"the same file was already processed as {seen[sha256]} in this run; nothing was applied again")
+        return fatal_result(name, sha256, options.as_of, None, note), state
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+
+    try:
+        raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
+    except FeedError as exc:
+        return fatal_result(name, sha256, options.as_of, options.feed_type, Note(exc.name, exc.message, exc.line)), state
+    lap("read")
+    valid = validate_records(raw)
+    lap("validate")
+    applied = apply_records(raw.feed_type, valid.records, state)
+    lap("apply")
+    rows = pl.concat([note_rows(raw.notes), assemble_rows(raw, valid.issues, applied.outcomes)])
+    result = FeedResult(
+        name=name, sha256=sha256, as_of=options.as_of, feed_type=raw.feed_type, rows=rows,
+        cancellations_counting=int(applied.outcomes.get_column("counts-toward-rate").sum() or 0),
+        timings=timings,
+    )
+    lap("outcomes")
+    if seen is not None:
+        seen[sha256] = name
+    return result, applied.state
+
+
+def process_feeds(feeds: list[Path], snapshot: Path, out_dir: Path, options: ProcessOptions = ProcessOptions(),
+                  snapshot_out: Path | None = None) -> ProcessRun:
+    """`orderfeeds process`: apply feeds in the order given to a snapshot file; write reports.
+
+    Raises SnapshotError (nothing processed) if the snapshot is bad; a bad feed is a
+    fatal report instead, and the next feed still runs.
+    """
+    options = options.stamped()
+    state = read_snapshot(snapshot)
+    seen: dict[str, str] = {}
+    run = ProcessRun(results=[], state=state)
+    for path in feeds:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise OrderfeedsError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        result, run.state = process_feed(data, path.name, run.state, options, seen)
+        started = time.perf_counter()
+        run.report_files.append(write_reports(result, out_dir))
+        result.timings["report"] = time.perf_counter() - started
+        run.results.append(result)
+    if snapshot_out is not None:
+        write_snapshot(run.state, snapshot_out)
+    return run

@@ -1,0 +1,55 @@
+"""The raw feed: what every reader hands to validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from orderfeeds.feedtypes import FeedType, Field
+
+# Row issues: one row per problem found with a record. `rank` orders problems
+# so the first failed check names the record's error (SPEC §5).
+ISSUE_SCHEMA = {"seq": pl.UInt32, "rank": pl.Int32, "error": pl.String, "message": pl.String}
+
+ID_COLUMNS = ("seq", "record", "line", "item-index")
+
+
+def empty_issues() -> pl.DataFrame:
+    return pl.DataFrame(schema=ISSUE_SCHEMA)
+
+
+def record_columns(n: int, line: pl.Expr, record: pl.Expr | None = None, item_index: pl.Expr | None = None) -> list[pl.Expr]:
+    """The identity every record carries through the pipeline.
+
+    `seq` is the 0-based input position (the join key inside the library);
+    `record`, `line` and `item-index` are what the report shows a person.
+    """
+    return [
+        pl.int_range(0, n, dtype=pl.UInt32).alias("seq"),
+        (record if record is not None else pl.int_range(1, n + 1, dtype=pl.Int64)).alias("record"),
+        line.cast(pl.Int64).alias("line"),
+        (item_index if item_index is not None else pl.lit(1, pl.Int32)).cast(pl.Int32).alias("item-index"),
+    ]
+
+
+@dataclass(frozen=True)
+class Note:
+    """A file-level note that belongs to no record (a record-0 report line)."""
+
+    error: str
+    message: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class RawFeed:
+    """Records as text: ID_COLUMNS, then one String column per field (null when blank)."""
+
+    feed_type: FeedType
+    fields: tuple[Field, ...]
+    frame: pl.DataFrame
+    issues: pl.DataFrame
+    notes: tuple[Note, ...] = ()
+    # Field names in the order the file has them; validation ranks problems by it.
+    column_order: tuple[str, ...] = ()

@@ -1,0 +1,102 @@
+"""Report files of SPEC §5, rendered from a FeedResult and written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from orderfeeds import __version__
+from orderfeeds.outcomes import REPORT_COLUMNS, FeedResult
+
+TEXT_COLUMNS = ("order-id", "order-item-id", "error-message")
+
+
+def report_paths(out_dir: Path, feed_name: str) -> dict[str, Path]:
+    """The report files of a feed named NAME.EXT (XML feeds get the XML processing report)."""
+    stem = Path(feed_name).stem
+    return {
+        "report": out_dir / f"{stem}.report.tsv",
+        "processing-report": out_dir / f"{stem}.processing-report.txt",
+        "summary": out_dir / f"{stem}.summary.json",
+    }
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, rename, fsync the folder: all or nothing."""
+    folder = path.parent
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def safe_text(value: pl.Expr) -> pl.Expr:
+    """Make input text inert in a spreadsheet and keep the TSV shape (SPEC §5)."""
+    risky = value.str.contains(r"^[=+\-@\t\r]")
+    guarded = pl.when(risky).then(pl.lit("'") + value).otherwise(value)
+    return guarded.str.replace_all(r"[\t\r\n]", " ")
+
+
+def render_tsv(result: FeedResult) -> bytes:
+    frame = result.rows.select(REPORT_COLUMNS).with_columns(safe_text(pl.col(c)).alias(c) for c in TEXT_COLUMNS)
+    return frame.write_csv(separator="\t", quote_style="never", null_value="").encode("utf-8")
+
+
+def render_processing_report(result: FeedResult) -> bytes:
+    """Amazon's flat processing report: summary block, blank line, errors and warnings."""
+    processed = result.records.height
+    successful = processed - result.count("Error")
+    noted = result.rows.filter(pl.col("status") != "Success").select(
+        "original-record-number", "order-id", "order-item-id", "error-code",
+        pl.col("status").alias("error-type"), "error-message",
+    ).with_columns(safe_text(pl.col(c)).alias(c) for c in TEXT_COLUMNS)
+    head = ("Feed Processing Summary:\n"
+            f"\tNumber of records processed\t\t{processed}\n"
+            f"\tNumber of records successful\t\t{successful}\n\n")
+    return head.encode("utf-8") + noted.write_csv(separator="\t", quote_style="never", null_value="").encode("utf-8")
+
+
+def summary(result: FeedResult) -> dict:
+    records = result.records
+    by_error = (records.filter(pl.col("error-name").is_not_null()).group_by("error-name").len()
+                .sort("error-name"))
+    return {
+        "feed": result.name,
+        "feed-type": result.feed_type.value if result.feed_type else None,
+        "sha256": result.sha256,
+        "as-of": result.as_of,
+        "orderfeeds-version": __version__,
+        "fatal": None if result.fatal is None else {"error-name": result.fatal.error, "error-message": result.fatal.message},
+        "records": records.height,
+        "by-status": {status: result.count(status) for status in ("Success", "Warning", "Error")},
+        "by-error": {row[0]: row[1] for row in by_error.iter_rows()},
+        "file-notes": result.rows.height - records.height,
+        "cancellations-counting-toward-rate": result.cancellations_counting,
+        "refunded": result.refunded,
+        "timings-seconds": {stage: round(seconds, 4) for stage, seconds in result.timings.items()},
+    }
+
+
+def write_reports(result: FeedResult, out_dir: Path) -> dict[str, Path]:
+    """Write every report file of one feed; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = report_paths(out_dir, result.name)
+    atomic_write(paths["report"], render_tsv(result))
+    atomic_write(paths["processing-report"], render_processing_report(result))
+    atomic_write(paths["summary"], (json.dumps(summary(result), indent=2) + "\n").encode("utf-8"))
+    return paths

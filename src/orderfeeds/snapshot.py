@@ -1,0 +1,207 @@
+"""The order snapshot: read and check it (SPEC §3), and write the state back as one."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import polars as pl
+
+from orderfeeds.errors import SnapshotError
+from orderfeeds.feedtypes import ORDER_STATUSES, Field, Kind
+from orderfeeds.readers.model import record_columns
+from orderfeeds.readers.text import decode, is_blank, split_lines
+from orderfeeds.validate import cast_fields, find_issues
+
+
+def _money(name: str, column_required: bool = True) -> Field:
+    return Field(name, name, Kind.MONEY, column_required=column_required)
+
+
+# Charged component → the snapshot column that records how much of it was refunded.
+CHARGED_COMPONENTS: dict[str, tuple[str, str]] = {
+    "Principal": ("item-price", "item-price-refunded"),
+    "Tax": ("item-tax", "item-tax-refunded"),
+    "Shipping": ("shipping-price", "shipping-price-refunded"),
+    "ShippingTax": ("shipping-tax", "shipping-tax-refunded"),
+    "GiftWrap": ("gift-wrap-price", "gift-wrap-price-refunded"),
+    "GiftWrapTax": ("gift-wrap-tax", "gift-wrap-tax-refunded"),
+}
+# Promotion component → (discount given, discount reversed so far), both positive.
+PROMOTION_COMPONENTS: dict[str, tuple[str, str]] = {
+    "PromotionPrincipal": ("item-promotion-discount", "item-promotion-reversed"),
+    "PromotionShipping": ("ship-promotion-discount", "ship-promotion-reversed"),
+}
+# Components with no charge of their own (Goodwill, RestockingFee, ...) are capped
+# only by the line's net; their running net is kept in this column, which SPEC §3
+# does not name: without it a written snapshot would forget them.
+OTHER_NET = "other-adjustments-net"
+
+SNAPSHOT_FIELDS: tuple[Field, ...] = (
+    Field("order-id", "order-id", Kind.ORDER_ID, value_required=True),
+    Field("order-item-id", "order-item-id", Kind.ITEM_CODE, value_required=True),
+    Field("merchant-order-id", "merchant-order-id", Kind.TEXT, column_required=False),
+    Field("merchant-order-item-id", "merchant-order-item-id", Kind.TEXT, column_required=False),
+    Field("order-status", "order-status", Kind.ENUM, value_required=True, choices=ORDER_STATUSES),
+    Field("fulfillment-channel", "fulfillment-channel", Kind.ENUM, value_required=True, choices=("MFN", "AFN")),
+    Field("sales-channel", "sales-channel", Kind.TEXT, column_required=False),
+    Field("purchase-date", "purchase-date", Kind.TEXT, column_required=False),
+    Field("latest-ship-date", "latest-ship-date", Kind.TEXT, column_required=False),
+    Field("currency", "currency", Kind.CURRENCY, value_required=True),
+    Field("quantity-ordered", "quantity-ordered", Kind.COUNT, value_required=True),
+    Field("quantity-shipped", "quantity-shipped", Kind.COUNT, value_required=True),
+    Field("quantity-cancelled", "quantity-cancelled", Kind.COUNT, column_required=False),
+    *(_money(charged) for charged, _ in CHARGED_COMPONENTS.values()),
+    *(_money(given, column_required=False) for given, _ in PROMOTION_COMPONENTS.values()),
+    *(_money(refunded, column_required=False) for _, refunded in CHARGED_COMPONENTS.values()),
+    *(_money(reversed_, column_required=False) for _, reversed_ in PROMOTION_COMPONENTS.values()),
+    _money(OTHER_NET, column_required=False),
+    Field("shipping-label-purchased", "shipping-label-purchased", Kind.BOOL, column_required=False),
+    Field("buyer-requested-cancel", "buyer-requested-cancel", Kind.BOOL, column_required=False),
+)
+SNAPSHOT_COLUMNS = tuple(f.name for f in SNAPSHOT_FIELDS)
+KEY = ["order-id", "order-item-id"]
+MAX_LISTED = 5
+
+
+def read_snapshot(path: Path) -> pl.DataFrame:
+    """The order lines of a TSV, CSV or Parquet snapshot, typed; SnapshotError if it breaks §3."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    return parse_snapshot(data, path.name)
+
+
+def parse_snapshot(data: bytes, name: str = "snapshot") -> pl.DataFrame:
+    """Like read_snapshot, from bytes; `name` is used in messages."""
+    where = "line"
+    if data.startswith(b"PAR1"):
+        where = "row"
+        frame, header = _parquet_rows(data, name)
+    else:
+        frame, header = _text_rows(data, name)
+    fields = SNAPSHOT_FIELDS
+    missing = [f.name for f in fields if f.column_required and f.name not in header]
+    if missing:
+        raise SnapshotError(f"{name}: the header lacks the required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    frame = frame.with_columns(pl.lit(None, pl.String).alias(f.name) for f in fields if f.name not in header)
+    issues = find_issues(frame, fields, tuple(h for h in header if h in SNAPSHOT_COLUMNS))
+    if issues.height:
+        _reject(name, where, frame, issues.sort("seq", "rank"))
+    state = cast_fields(frame, fields)
+    _check_consistency(name, where, state)
+    return state.drop("seq", "record", "line", "item-index")
+
+
+def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str]]:
+    try:
+        text = decode(data)
+    except Exception as exc:  # FeedError from decode: reword for a snapshot
+        raise SnapshotError(f"{name}: {getattr(exc, 'message', exc)}") from None
+    lines = split_lines(text).filter(~is_blank(pl.col("text")))
+    if lines.height == 0:
+        raise SnapshotError(f"{name}: the file is empty; a snapshot needs a header line")
+    first = lines.row(0, named=True)["text"]
+    separator = "\t" if "\t" in first else ","
+    if separator == ",":
+        return _csv_rows(text, name)
+    header = [h.strip(" ").lstrip("\ufeff") for h in first.split(separator)]
+    body = lines.slice(1).with_columns(pl.col("text").str.split("\t").alias("_f"))
+    ragged = body.filter(pl.col("_f").list.len() != len(header))
+    if ragged.height:
+        row = ragged.row(0, named=True)
+        raise SnapshotError(f"{name} line {row['line']}: the line has {len(row['_f'])} fields but the header has {len(header)}")
+    wanted = {h: i for i, h in enumerate(header) if h in SNAPSHOT_COLUMNS}
+    frame = body.select(
+        *record_columns(body.height, pl.col("line")),
+        *[_blank_to_null(pl.col("_f").list.get(i)).alias(h) for h, i in wanted.items()],
+    )
+    return frame, header
+
+
+def _csv_rows(text: str, name: str) -> tuple[pl.DataFrame, list[str]]:
+    try:
+        frame = pl.read_csv(io.StringIO(text), infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise SnapshotError(f"{name}: not a readable CSV file: {exc}") from None
+    header = [h.strip(" ").lstrip("\ufeff") for h in frame.columns]
+    frame.columns = header
+    wanted = [h for h in header if h in SNAPSHOT_COLUMNS]
+    # Quoted values may span lines, so the physical line is the header plus the row number.
+    frame = frame.select(*record_columns(frame.height, pl.int_range(2, frame.height + 2)),
+                         *[_blank_to_null(pl.col(h)) for h in wanted])
+    return frame, header
+
+
+def _parquet_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str]]:
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # polars raises several types for a damaged file
+        raise SnapshotError(f"{name}: not a readable Parquet file: {exc}") from None
+    header = frame.columns
+    wanted = [h for h in header if h in SNAPSHOT_COLUMNS]
+    frame = frame.select(*record_columns(frame.height, pl.int_range(1, frame.height + 1)),
+                         *[_blank_to_null(pl.col(h).cast(pl.String)) for h in wanted])
+    return frame, header
+
+
+def _blank_to_null(value: pl.Expr) -> pl.Expr:
+    value = value.str.strip_chars(" ")
+    return pl.when(value.str.len_bytes() > 0).then(value)
+
+
+def _reject(name: str, where: str, frame: pl.DataFrame, issues: pl.DataFrame) -> None:
+    first = issues.unique("seq", keep="first", maintain_order=True)
+    shown = first.head(MAX_LISTED).join(frame.select("seq", "line"), on="seq", how="left")
+    problems = [f"{name} {where} {row['line']}: {row['message']}" for row in shown.iter_rows(named=True)]
+    more = first.height - len(problems)
+    if more > 0:
+        problems.append(f"... and {more} more line{'s' if more > 1 else ''} with problems")
+    raise SnapshotError("the snapshot breaks its schema; nothing was applied:\n  " + "\n  ".join(problems))
+
+
+def _check_consistency(name: str, where: str, state: pl.DataFrame) -> None:
+    """Rules over several columns or lines that a per-value check cannot see."""
+    problems: list[str] = []
+    over = state.filter(pl.col("quantity-shipped") + pl.col("quantity-cancelled") > pl.col("quantity-ordered"))
+    for row in over.head(MAX_LISTED).iter_rows(named=True):
+        problems.append(f"{name} {where} {row['line']}, column quantity-shipped: {row['quantity-shipped']} shipped plus "
+                        f"{row['quantity-cancelled']} cancelled is more than the {row['quantity-ordered']} ordered")
+    repeated = state.filter(pl.struct(KEY).is_duplicated())
+    for row in repeated.unique(KEY, keep="last", maintain_order=True).head(MAX_LISTED).iter_rows(named=True):
+        problems.append(f"{name} {where} {row['line']}, column order-item-id: order {row['order-id']} item "
+                        f"{row['order-item-id']} appears on more than one line")
+    for column in ("order-status", "fulfillment-channel", "currency"):
+        mixed = state.filter(pl.col(column).n_unique().over("order-id") > 1)
+        for row in mixed.unique("order-id", keep="last", maintain_order=True).head(MAX_LISTED).iter_rows(named=True):
+            problems.append(f"{name} {where} {row['line']}, column {column}: order {row['order-id']} has lines "
+                            f"with different {column} values; one order has one {column}")
+    if problems:
+        raise SnapshotError("the snapshot breaks its schema; nothing was applied:\n  " + "\n  ".join(problems))
+
+
+def snapshot_frame(state: pl.DataFrame) -> pl.DataFrame:
+    """The state as snapshot text columns, in SPEC §3 order."""
+    exprs = []
+    for field in SNAPSHOT_FIELDS:
+        value = pl.col(field.canonical)
+        if field.kind is Kind.BOOL:
+            value = pl.when(value).then(pl.lit("true")).otherwise(pl.lit("false"))
+        exprs.append(value.cast(pl.String).fill_null("").alias(field.name))
+    return state.select(exprs)
+
+
+def write_snapshot(state: pl.DataFrame, path: Path) -> None:
+    """Write the state so that `read_snapshot` gives it back unchanged (TSV, CSV or Parquet by suffix)."""
+    from orderfeeds.report import atomic_write  # reports own the atomic-write helper
+
+    frame = snapshot_frame(state)
+    buffer = io.BytesIO()
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame.write_parquet(buffer)
+    else:
+        frame.write_csv(buffer, separator="," if suffix == ".csv" else "\t",
+                        quote_style="necessary" if suffix == ".csv" else "never")
+    atomic_write(path, buffer.getvalue())
