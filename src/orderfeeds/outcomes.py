@@ -92,3 +92,21 @@ def assemble_rows(raw: RawFeed, issues: pl.DataFrame, outcomes: pl.DataFrame) ->
 def fatal_result(name: str, sha256: str, as_of: str, feed_type: FeedType | None, note: Note) -> FeedResult:
     """A feed rejected whole: one record-0 line carrying the failure; nothing applied."""
     return FeedResult(name=name, sha256=sha256, as_of=as_of, feed_type=feed_type, rows=note_rows([note]), fatal=note)
+
+
+def refund_totals(records: pl.DataFrame, outcomes: pl.DataFrame) -> dict[str, dict[str, str]]:
+    """Money moved by the applied adjustments, per currency and component, as exact strings.
+
+    Positive is paid to the buyer; "net" is the sum of all components.
+    """
+    from orderfeeds.apply.adjustment import COMPONENTS
+
+    warnings = [e.name for e in catalogue.CATALOGUE if e.severity is catalogue.Severity.WARNING]
+    applied = outcomes.filter(pl.col("error").is_null() | pl.col("error").is_in(warnings)).select("seq")
+    present = [c for c in COMPONENTS if c in records.columns]
+    moved = records.join(applied, on="seq", how="semi")
+    if moved.height == 0:
+        return {}
+    sums = (moved.group_by("currency").agg(*[pl.col(c).fill_null(0).sum() for c in present])
+            .with_columns(pl.sum_horizontal(present).alias("net")).sort("currency"))
+    return {row["currency"]: {k: str(v) for k, v in row.items() if k != "currency"} for row in sums.iter_rows(named=True)}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from orderfeeds.apply import apply_records
+from orderfeeds.apply import apply_records, empty_history
 from orderfeeds.errors import FeedError, OrderfeedsError
 from orderfeeds.feedtypes import FeedType
-from orderfeeds.outcomes import FeedResult, assemble_rows, fatal_result, note_rows
+from orderfeeds.outcomes import FeedResult, assemble_rows, fatal_result, note_rows, refund_totals
 from orderfeeds.readers import DEFAULT_MAX_BYTES, read_feed
 from orderfeeds.readers.model import Note
 from orderfeeds.report import write_reports
@@ -50,18 +50,35 @@ class ProcessRun:
         return max((r.exit_code for r in self.results), default=0)
 
 
-def process_feed(data: bytes, name: str, state: pl.DataFrame, options: ProcessOptions,
-                 seen: dict[str, str] | None = None) -> tuple[FeedResult, pl.DataFrame]:
-    """One feed against a state: its result and the new state (unchanged if rejected whole).
+@dataclass
+class RunState:
+    """What carries from one feed to the next within a call: order lines, applied
+    adjustments (for duplicate checks) and the hashes of files already applied."""
 
-    `seen` maps file hashes already applied in this call to their names, so the same
-    bytes are never applied twice (SPEC §4.4).
+    lines: pl.DataFrame
+    history: pl.DataFrame = field(default_factory=empty_history)
+    seen: dict[str, str] = field(default_factory=dict)
+
+
+def process_feed(data: bytes, name: str, lines: pl.DataFrame,
+                 options: ProcessOptions = ProcessOptions()) -> tuple[FeedResult, pl.DataFrame]:
+    """One feed against order lines: its result and the lines after it (unchanged if rejected whole)."""
+    state = RunState(lines=lines)
+    result = advance(data, name, state, options)
+    return result, state.lines
+
+
+def advance(data: bytes, name: str, state: RunState, options: ProcessOptions) -> FeedResult:
+    """Process one feed against `state` and advance the state; a rejected file changes nothing.
+
+    The same bytes are never applied twice in one call (SPEC §4.4).
     """
     options = options.stamped()
     sha256 = hashlib.sha256(data).hexdigest()
-    if seen is not None and sha256 in seen:
-        note = Note("duplicate-feed", f"the same file was already processed as {seen[sha256]} in this run; nothing was applied again")
-        return fatal_result(name, sha256, options.as_of, None, note), state
+    if sha256 in state.seen:
+        note = Note("duplicate-feed", f"the same file was already processed as {state.seen[sha256]} in this run; "
+                    "nothing was applied again")
+        return fatal_result(name, sha256, options.as_of, None, note)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -74,22 +91,24 @@ def process_feed(data: bytes, name: str, state: pl.DataFrame, options: ProcessOp
     try:
         raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
     except FeedError as exc:
-        return fatal_result(name, sha256, options.as_of, options.feed_type, Note(exc.name, exc.message, exc.line)), state
+        return fatal_result(name, sha256, options.as_of, options.feed_type, Note(exc.name, exc.message, exc.line))
     lap("read")
     valid = validate_records(raw)
     lap("validate")
-    applied = apply_records(raw.feed_type, valid.records, state)
+    applied = apply_records(raw.feed_type, valid.records, state.lines, state.history, feed=name)
     lap("apply")
     rows = pl.concat([note_rows(raw.notes), assemble_rows(raw, valid.issues, applied.outcomes)])
     result = FeedResult(
         name=name, sha256=sha256, as_of=options.as_of, feed_type=raw.feed_type, rows=rows,
         cancellations_counting=int(applied.outcomes.get_column("counts-toward-rate").sum() or 0),
+        refunded={} if raw.feed_type.is_cancellation else refund_totals(valid.records, applied.outcomes),
         timings=timings,
     )
     lap("outcomes")
-    if seen is not None:
-        seen[sha256] = name
-    return result, applied.state
+    state.lines = applied.state
+    state.history = pl.concat([state.history, applied.history])
+    state.seen[sha256] = name
+    return result
 
 
 def process_feeds(feeds: list[Path], snapshot: Path, out_dir: Path, options: ProcessOptions = ProcessOptions(),
@@ -100,19 +119,19 @@ def process_feeds(feeds: list[Path], snapshot: Path, out_dir: Path, options: Pro
     fatal report instead, and the next feed still runs.
     """
     options = options.stamped()
-    state = read_snapshot(snapshot)
-    seen: dict[str, str] = {}
-    run = ProcessRun(results=[], state=state)
+    state = RunState(lines=read_snapshot(snapshot))
+    run = ProcessRun(results=[], state=state.lines)
     for path in feeds:
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise OrderfeedsError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-        result, run.state = process_feed(data, path.name, run.state, options, seen)
+        result = advance(data, path.name, state, options)
         started = time.perf_counter()
         run.report_files.append(write_reports(result, out_dir))
         result.timings["report"] = time.perf_counter() - started
         run.results.append(result)
+    run.state = state.lines
     if snapshot_out is not None:
         write_snapshot(run.state, snapshot_out)
     return run

@@ -165,6 +165,11 @@ def find_issues(frame: pl.DataFrame, fields: tuple[Field, ...], column_order: tu
     return issues.drop("index").cast(ISSUE_SCHEMA)
 
 
+def minus_flag(canonical: str) -> str:
+    """Column that says an amount was written with a minus sign."""
+    return f"{canonical}:minus"
+
+
 def cast_fields(frame: pl.DataFrame, fields: tuple[Field, ...]) -> pl.DataFrame:
     """Typed columns under canonical names; only call it on rows that passed validation."""
     exprs = []
@@ -183,6 +188,9 @@ def cast_fields(frame: pl.DataFrame, fields: tuple[Field, ...]) -> pl.DataFrame:
             zero = {Kind.COUNT: pl.lit(0, COUNT), Kind.MONEY: pl.lit("0").cast(MONEY), Kind.BOOL: pl.lit(False)}[field.kind]
             typed = typed.fill_null(zero)
         exprs.append(typed.alias(field.canonical))
+        if field.kind is Kind.AMOUNT:
+            # "-0.00" casts to zero; the sign rules still need to know a minus was written.
+            exprs.append(value.str.starts_with("-").fill_null(False).alias(minus_flag(field.canonical)))
     return frame.select(*[c for c in ID_COLUMNS if c in frame.columns], *exprs)
 
 

@@ -6,43 +6,63 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from orderfeeds.apply.adjustment import empty_history, evaluate_adjustments, history_rows, normalise, resolve_merchant_ids
 from orderfeeds.apply.cancellation import evaluate_cancellations
 from orderfeeds.apply.state import empty_effects, fold_effects
 from orderfeeds.feedtypes import FeedType
 
 OUTCOME_SCHEMA = {"seq": pl.UInt32, "error": pl.String, "message": pl.String, "counts-toward-rate": pl.Boolean}
 
+__all__ = ["Applied", "apply_records", "empty_history"]
+
 
 @dataclass(frozen=True)
 class Applied:
-    """One outcome per record, the effects of the accepted ones, and the state after them."""
+    """One outcome per record, the effects of the accepted ones, and the state after them.
+
+    `history` holds only this feed's accepted adjustments, for later feeds' step 11.
+    """
 
     outcomes: pl.DataFrame
     effects: pl.DataFrame
     state: pl.DataFrame
+    history: pl.DataFrame
 
 
-def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFrame) -> Applied:
+def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFrame,
+                  history: pl.DataFrame | None = None, feed: str = "") -> Applied:
     """Apply records as if one at a time, in `seq` order; pure: no files, no globals.
 
     Every rule reads and writes one order only, so records of different orders are
     independent. Round k takes the k-th record of every order in one vectorised pass
     and folds its effects into the state before round k+1: most feeds need one round.
+    `history` is the adjustments applied before this feed; `feed` names this one in it.
     """
-    evaluate = evaluate_cancellations
-    if "quantity" not in records.columns:
+    history = empty_history() if history is None else history
+    adjusting = not feed_type.is_cancellation
+    if adjusting:
+        records = normalise(resolve_merchant_ids(records, state))
+    elif "quantity" not in records.columns:
         records = records.with_columns(pl.lit(None, pl.Int64).alias("quantity"))
     records = records.sort("seq").with_columns(pl.int_range(pl.len()).over("order-id").alias("_round"))
     working = state.join(records.select("order-id").unique(), on="order-id", how="semi")
-    outcomes, effects = [], []
+    seen = history.join(records.select("order-id").unique(), on="order-id", how="semi")
+    outcomes, effects, added = [], [], []
     rounds = int(records.get_column("_round").max() or 0) + 1 if records.height else 0
     for number in range(rounds):
         batch = records.filter(pl.col("_round") == number)
-        round_outcomes, round_effects = evaluate(batch, working)
+        if adjusting:
+            round_outcomes, round_effects = evaluate_adjustments(batch, working, seen)
+            new = history_rows(batch, round_effects.get_column("seq"), feed)
+            seen = pl.concat([seen, new])
+            added.append(new)
+        else:
+            round_outcomes, round_effects = evaluate_cancellations(batch, working)
         outcomes.append(round_outcomes)
         effects.append(round_effects)
         working = fold_effects(working, round_effects)
     all_effects = pl.concat(effects) if effects else empty_effects()
     all_outcomes = pl.concat(outcomes).cast(OUTCOME_SCHEMA) if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
-                   state=fold_effects(state, all_effects))
+                   state=fold_effects(state, all_effects),
+                   history=pl.concat(added) if added else empty_history())
