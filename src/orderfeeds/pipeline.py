@@ -95,7 +95,8 @@ def advance(data: bytes, name: str, state: RunState, options: ProcessOptions) ->
     lap("read")
     valid = validate_records(raw)
     lap("validate")
-    applied = apply_records(raw.feed_type, valid.records, state.lines, state.history, feed=name)
+    labels = {f.canonical: f.name for f in raw.fields}
+    applied = apply_records(raw.feed_type, valid.records, state.lines, state.history, feed=name, labels=labels)
     lap("apply")
     rows = pl.concat([note_rows(raw.notes), assemble_rows(raw, valid.issues, applied.outcomes)])
     result = FeedResult(

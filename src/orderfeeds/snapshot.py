@@ -193,10 +193,13 @@ def snapshot_frame(state: pl.DataFrame) -> pl.DataFrame:
 
 
 def write_snapshot(state: pl.DataFrame, path: Path) -> None:
-    """Write the state so that `read_snapshot` gives it back unchanged (TSV, CSV or Parquet by suffix)."""
+    """Write the state so that `read_snapshot` gives it back (TSV, CSV or Parquet by suffix).
+
+    Lines are sorted by order and item, so the same state always gives the same bytes.
+    """
     from orderfeeds.report import atomic_write  # reports own the atomic-write helper
 
-    frame = snapshot_frame(state)
+    frame = snapshot_frame(state.sort(KEY))
     buffer = io.BytesIO()
     suffix = path.suffix.lower()
     if suffix == ".parquet":

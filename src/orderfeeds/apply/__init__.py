@@ -30,13 +30,15 @@ class Applied:
 
 
 def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFrame,
-                  history: pl.DataFrame | None = None, feed: str = "") -> Applied:
+                  history: pl.DataFrame | None = None, feed: str = "",
+                  labels: dict[str, str] | None = None) -> Applied:
     """Apply records as if one at a time, in `seq` order; pure: no files, no globals.
 
     Every rule reads and writes one order only, so records of different orders are
     independent. Round k takes the k-th record of every order in one vectorised pass
     and folds its effects into the state before round k+1: most feeds need one round.
-    `history` is the adjustments applied before this feed; `feed` names this one in it.
+    `history` is the adjustments applied before this feed; `feed` names this one in it;
+    `labels` maps canonical field names to the feed's own, for messages.
     """
     history = empty_history() if history is None else history
     adjusting = not feed_type.is_cancellation
@@ -45,24 +47,31 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     elif "quantity" not in records.columns:
         records = records.with_columns(pl.lit(None, pl.Int64).alias("quantity"))
     records = records.sort("seq").with_columns(pl.int_range(pl.len()).over("order-id").alias("_round"))
-    working = state.join(records.select("order-id").unique(), on="order-id", how="semi")
-    seen = history.join(records.select("order-id").unique(), on="order-id", how="semi")
+    feed_orders = records.select("order-id").unique()
+    working = state.join(feed_orders, on="order-id", how="semi")
+    seen = history.join(feed_orders, on="order-id", how="semi")
     outcomes, effects, added = [], [], []
     rounds = int(records.get_column("_round").max() or 0) + 1 if records.height else 0
     for number in range(rounds):
         batch = records.filter(pl.col("_round") == number)
+        # Later rounds hold few orders: fold into their lines only, not the whole working set.
+        orders = batch.select("order-id").unique()
+        lines = working.join(orders, on="order-id", how="semi") if number else working
         if adjusting:
-            round_outcomes, round_effects = evaluate_adjustments(batch, working, seen)
+            round_outcomes, round_effects = evaluate_adjustments(batch, lines, seen, labels)
             new = history_rows(batch, round_effects.get_column("seq"), feed)
             seen = pl.concat([seen, new])
             added.append(new)
         else:
-            round_outcomes, round_effects = evaluate_cancellations(batch, working)
+            round_outcomes, round_effects = evaluate_cancellations(batch, lines)
         outcomes.append(round_outcomes)
         effects.append(round_effects)
-        working = fold_effects(working, round_effects)
+        lines = fold_effects(lines, round_effects)
+        working = pl.concat([working.join(orders, on="order-id", how="anti"), lines]) if number else lines
     all_effects = pl.concat(effects) if effects else empty_effects()
     all_outcomes = pl.concat(outcomes).cast(OUTCOME_SCHEMA) if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
+    # Row order of the state carries no meaning: snapshots are written sorted by key.
+    untouched = state.join(feed_orders, on="order-id", how="anti")
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
-                   state=fold_effects(state, all_effects),
+                   state=pl.concat([untouched, working]),
                    history=pl.concat(added) if added else empty_history())

@@ -102,24 +102,33 @@ def _money(value: pl.Expr) -> pl.Expr:
     return value.cast(pl.String)
 
 
-def _rules() -> list[Rule]:
+def _shown(component: str) -> pl.Expr:
+    """The amount as written: "-0.00" stays visible, since its sign is what a rule rejects."""
+    return pl.when(C(minus_flag(component)) & (C(component) == ZERO)).then(pl.lit("-0.00")).otherwise(_money(C(component)))
+
+
+def _rules(labels: dict[str, str]) -> list[Rule]:
     order, item, status = C("order-id"), C("order-item-id"), C("l-status")
     net = C("net")
+
+    def label(component: str) -> str:
+        return labels.get(component, component)
+
     wrong_sign = [
-        (component, (C(component) < ZERO) | C(minus_flag(component)), "a credit (0 or more)")
+        (component, (C(component) < ZERO) | C(minus_flag(component)), "a credit (0 or more, without a minus sign)")
         for component in MUST_BE_CREDIT
     ] + [(component, C(component) > ZERO, "a charge (0 or less)") for component in MUST_BE_CHARGE]
     sign_message = pl.concat_str(
-        [pl.when(bad).then(pl.format(f"{component} {{}} must be {what}", _money(C(component))))
+        [pl.when(bad).then(pl.format(f"{label(component)} {{}} must be {what}", _shown(component)))
          for component, bad, what in wrong_sign], separator="; ", ignore_nulls=True)
     over_cap = []
     for component in CHARGED_COMPONENTS:
         over_cap.append((component, C(f"done:{component}") + C(component) > C(f"charged:{component}"),
-                         pl.format(f"{component} {{}} plus {{}} refunded before is more than the {{}} charged",
+                         pl.format(f"{label(component)} {{}} plus {{}} refunded before is more than the {{}} charged",
                                    _money(C(component)), _money(C(f"done:{component}")), _money(C(f"charged:{component}")))))
     for component in PROMOTION_COMPONENTS:
         over_cap.append((component, C(f"done:{component}") - C(component) > C(f"charged:{component}"),
-                         pl.format(f"{component} {{}} plus {{}} reversed before is more than the {{}} discount given",
+                         pl.format(f"{label(component)} {{}} plus {{}} reversed before is more than the {{}} discount given",
                                    _money(C(component)), _money(C(f"done:{component}")), _money(C(f"charged:{component}")))))
     net_over = C("l-net-done") + net > C("l-total")
     cap_message = pl.concat_str(
@@ -159,8 +168,12 @@ def _rules() -> list[Rule]:
     ]
 
 
-def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Outcomes and effects for records of distinct orders against `state` and earlier adjustments."""
+def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.DataFrame,
+                         labels: dict[str, str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Outcomes and effects for records of distinct orders against `state` and earlier adjustments.
+
+    `labels` names components as the feed does (item-price-adj for Principal in a flat file).
+    """
     known_orders = state.select("order-id").unique().with_columns(pl.lit(True).alias("order-known"))
     by_id = (history.filter(C("merchant-adjustment-item-id").is_not_null())
              .unique([*KEY, "merchant-adjustment-item-id"], keep="first", maintain_order=True)
@@ -173,7 +186,7 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
               .join(_line_view(state), on=KEY, how="left")
               .join(by_id, on=[*KEY, "merchant-adjustment-item-id"], how="left")
               .join(alike, on=[*KEY, "fingerprint"], how="left"))
-    error, message = first_failure(_rules())
+    error, message = first_failure(_rules(labels or {}))
     judged = joined.with_columns(error.alias("error"), message.alias("message"))
     warn = C("error").is_null() & C("merchant-adjustment-item-id").is_null() & C("same-feed").is_not_null()
     outcomes = judged.select(

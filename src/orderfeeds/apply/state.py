@@ -33,28 +33,24 @@ def fold_effects(state: pl.DataFrame, effects: pl.DataFrame) -> pl.DataFrame:
     if effects.height == 0:
         return state
     totals = effects.group_by(KEY).agg(pl.col("units-cancelled").sum(), *[pl.col(c).sum() for c in DELTA_COLUMNS])
-    added = {"quantity-cancelled": "units-cancelled", **{c: c for c in DELTA_COLUMNS}}
-    touched = effects.select("order-id").unique().with_columns(pl.lit(True).alias("_touched"))
-    merged = (state.join(totals, on=KEY, how="left", suffix="_delta", maintain_order="left")
-              .join(touched, on="order-id", how="left", maintain_order="left"))
-    merged = merged.with_columns(
-        (pl.col(target) + pl.col(f"{source}_delta" if source == target else source).fill_null(0)).alias(target)
-        for target, source in added.items()
+    merged = state.join(totals, on=KEY, how="left", suffix="_delta", maintain_order="left").with_columns(
+        (pl.col("quantity-cancelled") + pl.col("units-cancelled").fill_null(0)).alias("quantity-cancelled"),
+        *[(pl.col(c) + pl.col(f"{c}_delta").fill_null(0)).alias(c) for c in DELTA_COLUMNS],
     )
-    merged = merged.with_columns(
-        pl.when(pl.col("_touched")).then(recomputed_status()).otherwise(pl.col("order-status")).alias("order-status")
-    )
-    return merged.select(state.columns)
+    touched = merged.join(totals.select("order-id").unique(), on="order-id", how="semi")
+    statuses = touched.group_by("order-id").agg(recomputed_status().alias("_status"))
+    return (merged.join(statuses, on="order-id", how="left", maintain_order="left")
+            .with_columns(pl.coalesce(pl.col("_status"), pl.col("order-status")).alias("order-status"))
+            .select(state.columns))
 
 
 def recomputed_status() -> pl.Expr:
-    """SPEC §4.3, per order: all cancelled → Canceled; all shipped or cancelled → Shipped;
-    some shipped and some open → PartiallyShipped; nothing shipped → unchanged."""
-    by_order = "order-id"
-    all_cancelled = (pl.col("quantity-cancelled") == pl.col("quantity-ordered")).all().over(by_order)
-    some_shipped = (pl.col("quantity-shipped") > 0).any().over(by_order)
-    none_open = (open_units() == 0).all().over(by_order)
-    current = pl.col("order-status")
+    """SPEC §4.3, as an aggregation per order: all cancelled → Canceled; all shipped or
+    cancelled → Shipped; some shipped and some open → PartiallyShipped; nothing shipped → unchanged."""
+    all_cancelled = (pl.col("quantity-cancelled") == pl.col("quantity-ordered")).all()
+    some_shipped = (pl.col("quantity-shipped") > 0).any()
+    none_open = (open_units() == 0).all()
+    current = pl.col("order-status").first()
     return (pl.when(all_cancelled).then(pl.lit("Canceled"))
             # InvoiceUnconfirmed is a shipped order waiting for its invoice: keep the finer status.
             .when(some_shipped & none_open & (current == "InvoiceUnconfirmed")).then(current)
