@@ -15,6 +15,9 @@ from orderfeeds.errors import OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult
 from orderfeeds.pipeline import ProcessOptions, process_feeds
+from orderfeeds.runner import Locked, RunOptions, run_spool
+from orderfeeds.snapshot import read_snapshot, write_snapshot
+from orderfeeds.state.store import DEFAULT_URL, StateError, open_store
 
 SHOWN_PROBLEMS = 10
 
@@ -100,3 +103,147 @@ def render_result(result: FeedResult, report: Path) -> str:
     if noted.height > SHOWN_PROBLEMS:
         lines.append(f"  ... and {noted.height - SHOWN_PROBLEMS} more in the report")
     return "\n".join(lines)
+
+
+def _store_errors(action):
+    """Run `action`; a state problem becomes a message and its exit code, never a traceback."""
+    try:
+        return action()
+    except StateError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except OrderfeedsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+state_option = click.option("--state", "state_url", default=DEFAULT_URL, show_default=True, metavar="URL",
+                            help="The persistent order state (sqlite:///path.db).")
+
+
+@main.command()
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("feeds"), show_default=True,
+              help="The spool folder: inbox/, processing/, done/, failed/, reports/.")
+@state_option
+@click.option("--as-of", callback=_as_of, metavar="TIME", help="Processing time stamped on the reports (ISO 8601; default now).")
+@click.option("--encoding", default="cp1252", show_default=True, callback=_encoding,
+              help="Fallback encoding for flat files that are not UTF-8.")
+def run(root: Path, state_url: str, as_of: str, encoding: str) -> None:
+    """Process every feed in ROOT/inbox against the persistent state (the cron job).
+
+    Oldest file first; each feed is one transaction; an overlapping run exits 75 at once.
+    """
+    progress = (lambda text: click.echo(text, err=True)) if sys.stderr.isatty() else None
+    options = RunOptions(root=root, state_url=_resolve_url(state_url, root),
+                         process=ProcessOptions(encoding=encoding, as_of=as_of))
+    try:
+        report = _store_errors(lambda: run_spool(options, log=lambda line: click.echo(line, err=True), progress=progress))
+    except Locked as exc:
+        click.echo(f"orderfeeds: {exc}; nothing was done", err=True)
+        sys.exit(75)
+    except OSError as exc:
+        click.echo(f"error: {exc.filename or root}: {exc.strerror or exc}; unfinished feeds stay in "
+                   f"{root / 'processing'} and the next run finishes them", err=True)
+        sys.exit(2)
+    for feed in report.feeds:
+        if feed.entry is not None:
+            click.echo(f"{feed.name}: {feed.outcome}: {feed.entry.records} records, {feed.entry.errors} rejected; "
+                       f"reports {root / 'reports' / feed.entry.report_stem}.*")
+    if not report.feeds:
+        click.echo(f"nothing to do: {root / 'inbox'} has no ready feeds")
+    sys.exit(report.exit_code)
+
+
+def _resolve_url(url: str, root: Path) -> str:
+    """The default state lives in the spool root, whichever root is chosen."""
+    return f"sqlite:///{root / 'state.db'}" if url == DEFAULT_URL else url
+
+
+@main.group()
+def snapshot() -> None:
+    """Load or dump the persistent order state."""
+
+
+@snapshot.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@state_option
+def snapshot_import(file: Path, state_url: str) -> None:
+    """Replace the persistent order lines with FILE (TSV, CSV or Parquet); the ledger is kept."""
+    import hashlib
+
+    def action() -> int:
+        lines = read_snapshot(file)
+        store = open_store(state_url)
+        try:
+            return store.import_snapshot(lines, file.name, hashlib.sha256(file.read_bytes()).hexdigest())
+        finally:
+            store.close()
+
+    count = _store_errors(action)
+    click.echo(f"imported {count} order lines from {file}")
+
+
+@snapshot.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@state_option
+def snapshot_export(file: Path, state_url: str) -> None:
+    """Write the current order state to FILE, sorted by order and item (a valid --snapshot)."""
+    def action() -> int:
+        store = open_store(state_url)
+        try:
+            lines = store.export_lines()
+        finally:
+            store.close()
+        write_snapshot(lines, file)
+        return lines.height
+
+    count = _store_errors(action)
+    click.echo(f"exported {count} order lines to {file}")
+
+
+@main.command()
+@state_option
+@click.option("--limit", default=50, show_default=True, help="How many feeds to show.")
+def history(state_url: str, limit: int) -> None:
+    """The processed feeds, newest first, with their counts."""
+    def action():
+        store = open_store(state_url)
+        try:
+            return store.feeds()[:limit]
+        finally:
+            store.close()
+
+    entries = _store_errors(action)
+    click.echo("id\tcommitted-at\tfeed\ttype\toutcome\trecords\tapplied\twarnings\trejected\treports")
+    for e in entries:
+        click.echo(f"{e.id}\t{e.committed_at}\t{e.name}\t{e.feed_type or '-'}\t{e.outcome}\t{e.records}\t"
+                   f"{e.successful}\t{e.warnings}\t{e.errors}\t{e.report_stem}.*")
+
+
+@main.command()
+@click.argument("order_id")
+@state_option
+def explain(order_id: str, state_url: str) -> None:
+    """ORDER-ID's lines, their current state, and every effect applied to them."""
+    def action():
+        store = open_store(state_url)
+        try:
+            lines = store.load_lines(pl.Series([order_id]), pl.Series([order_id]))
+            return lines, store.order_effects(order_id)
+        finally:
+            store.close()
+
+    lines, effects = _store_errors(action)
+    if lines.height == 0:
+        click.echo(f"order {order_id} is not in the state", err=True)
+        sys.exit(1)
+    shown = ["order-item-id", "merchant-order-item-id", "order-status", "currency", "quantity-ordered",
+             "quantity-shipped", "quantity-cancelled", "item-price", "item-price-refunded", "item-tax-refunded",
+             "shipping-price-refunded", "other-adjustments-net"]
+    click.echo(f"order {lines.item(0, 'order-id')} ({lines.item(0, 'order-status')}, "
+               f"{lines.item(0, 'fulfillment-channel')}, {lines.item(0, 'currency')})")
+    # Tab-separated, so a reviewer can paste it into a spreadsheet as it is.
+    click.echo(lines.select(shown).write_csv(separator="\t", null_value="").rstrip("\n"))
+    click.echo(f"\napplied effects ({effects.height}):")
+    if effects.height:
+        click.echo(effects.write_csv(separator="\t", null_value="").rstrip("\n"))

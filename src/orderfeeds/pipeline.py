@@ -10,15 +10,15 @@ from pathlib import Path
 
 import polars as pl
 
-from orderfeeds.apply import apply_records, empty_history
+from orderfeeds.apply import Applied, apply_records, empty_history
 from orderfeeds.errors import FeedError, OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult, assemble_rows, fatal_result, note_rows, refund_totals
-from orderfeeds.readers import DEFAULT_MAX_BYTES, read_feed
+from orderfeeds.readers import DEFAULT_MAX_BYTES, RawFeed, read_feed
 from orderfeeds.readers.model import Note
 from orderfeeds.report import write_reports
 from orderfeeds.snapshot import read_snapshot, write_snapshot
-from orderfeeds.validate import validate_records
+from orderfeeds.validate import ValidRecords, validate_records
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,72 @@ def process_feed(data: bytes, name: str, lines: pl.DataFrame,
     return result, state.lines
 
 
+@dataclass
+class Prepared:
+    """A feed read and validated, not yet applied: what `conclude` needs, and which orders it names."""
+
+    name: str
+    sha256: str
+    as_of: str
+    raw: RawFeed
+    valid: ValidRecords
+    timings: dict[str, float]
+
+    def order_keys(self) -> tuple[pl.Series, pl.Series]:
+        """Order ids and merchant order ids the records name: the state they need."""
+        records = self.valid.records
+        merchant = (records.get_column("merchant-order-id") if "merchant-order-id" in records.columns
+                    else pl.Series(dtype=pl.String))
+        return records.get_column("order-id").drop_nulls().unique(), merchant.drop_nulls().unique()
+
+
+class _Clock:
+    """Seconds per stage, for the summary's timings."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
+def prepare(data: bytes, name: str, options: ProcessOptions) -> Prepared | FeedResult:
+    """Read and validate one feed; a FeedResult instead when the file is rejected whole."""
+    options = options.stamped()
+    sha256 = hashlib.sha256(data).hexdigest()
+    timings: dict[str, float] = {}
+    clock = _Clock(timings)
+    try:
+        raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
+    except FeedError as exc:
+        return fatal_result(name, sha256, options.as_of, options.feed_type, Note(exc.name, exc.message, exc.line))
+    clock.lap("read")
+    valid = validate_records(raw)
+    clock.lap("validate")
+    return Prepared(name, sha256, options.as_of, raw, valid, timings)
+
+
+def conclude(prepared: Prepared, lines: pl.DataFrame, history: pl.DataFrame) -> tuple[FeedResult, Applied]:
+    """Apply a prepared feed to `lines` (at least the lines of the orders it names)."""
+    clock = _Clock(prepared.timings)
+    raw, valid = prepared.raw, prepared.valid
+    labels = {f.canonical: f.name for f in raw.fields}
+    applied = apply_records(raw.feed_type, valid.records, lines, history, feed=prepared.name, labels=labels)
+    clock.lap("apply")
+    rows = pl.concat([note_rows(raw.notes), assemble_rows(raw, valid.issues, applied.outcomes)])
+    result = FeedResult(
+        name=prepared.name, sha256=prepared.sha256, as_of=prepared.as_of, feed_type=raw.feed_type, rows=rows,
+        cancellations_counting=int(applied.outcomes.get_column("counts-toward-rate").sum() or 0),
+        refunded={} if raw.feed_type.is_cancellation else refund_totals(valid.records, applied.outcomes),
+        timings=prepared.timings,
+    )
+    clock.lap("outcomes")
+    return result, applied
+
+
 def advance(data: bytes, name: str, state: RunState, options: ProcessOptions) -> FeedResult:
     """Process one feed against `state` and advance the state; a rejected file changes nothing.
 
@@ -79,33 +145,10 @@ def advance(data: bytes, name: str, state: RunState, options: ProcessOptions) ->
         note = Note("duplicate-feed", f"the same file was already processed as {state.seen[sha256]} in this run; "
                     "nothing was applied again")
         return fatal_result(name, sha256, options.as_of, None, note)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = now - clock
-        clock = now
-
-    try:
-        raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
-    except FeedError as exc:
-        return fatal_result(name, sha256, options.as_of, options.feed_type, Note(exc.name, exc.message, exc.line))
-    lap("read")
-    valid = validate_records(raw)
-    lap("validate")
-    labels = {f.canonical: f.name for f in raw.fields}
-    applied = apply_records(raw.feed_type, valid.records, state.lines, state.history, feed=name, labels=labels)
-    lap("apply")
-    rows = pl.concat([note_rows(raw.notes), assemble_rows(raw, valid.issues, applied.outcomes)])
-    result = FeedResult(
-        name=name, sha256=sha256, as_of=options.as_of, feed_type=raw.feed_type, rows=rows,
-        cancellations_counting=int(applied.outcomes.get_column("counts-toward-rate").sum() or 0),
-        refunded={} if raw.feed_type.is_cancellation else refund_totals(valid.records, applied.outcomes),
-        timings=timings,
-    )
-    lap("outcomes")
+    prepared = prepare(data, name, options)
+    if isinstance(prepared, FeedResult):
+        return prepared
+    result, applied = conclude(prepared, state.lines, state.history)
     state.lines = applied.state
     state.history = pl.concat([state.history, applied.history])
     state.seen[sha256] = name

@@ -15,13 +15,12 @@ from orderfeeds.outcomes import REPORT_COLUMNS, FeedResult
 TEXT_COLUMNS = ("order-id", "order-item-id", "error-message")
 
 
-def report_paths(out_dir: Path, feed_name: str) -> dict[str, Path]:
-    """The report files of a feed named NAME.EXT (XML feeds get the XML processing report)."""
-    stem = Path(feed_name).stem
+def report_names(stem: str, xml: bool = False) -> dict[str, str]:
+    """The report file names of a feed NAME.EXT, by kind (SPEC §5)."""
     return {
-        "report": out_dir / f"{stem}.report.tsv",
-        "processing-report": out_dir / f"{stem}.processing-report.txt",
-        "summary": out_dir / f"{stem}.summary.json",
+        "report": f"{stem}.report.tsv",
+        "processing-report": f"{stem}.processing-report.{'xml' if xml else 'txt'}",
+        "summary": f"{stem}.summary.json",
     }
 
 
@@ -92,11 +91,21 @@ def summary(result: FeedResult) -> dict:
     }
 
 
-def write_reports(result: FeedResult, out_dir: Path) -> dict[str, Path]:
-    """Write every report file of one feed; returns their paths."""
+def render_reports(result: FeedResult, stem: str | None = None) -> dict[str, bytes]:
+    """Every report file of one feed, by file name; nothing is written."""
+    names = report_names(stem or Path(result.name).stem)
+    return {
+        names["report"]: render_tsv(result),
+        names["processing-report"]: render_processing_report(result),
+        names["summary"]: (json.dumps(summary(result), indent=2) + "\n").encode("utf-8"),
+    }
+
+
+def write_reports(result: FeedResult, out_dir: Path, stem: str | None = None) -> dict[str, Path]:
+    """Write every report file of one feed atomically; returns their paths by kind."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = report_paths(out_dir, result.name)
-    atomic_write(paths["report"], render_tsv(result))
-    atomic_write(paths["processing-report"], render_processing_report(result))
-    atomic_write(paths["summary"], (json.dumps(summary(result), indent=2) + "\n").encode("utf-8"))
-    return paths
+    files = render_reports(result, stem)
+    for name, content in files.items():
+        atomic_write(out_dir / name, content)
+    kinds = report_names(stem or Path(result.name).stem)
+    return {kind: out_dir / name for kind, name in kinds.items() if name in files}

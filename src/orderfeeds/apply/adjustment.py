@@ -23,7 +23,7 @@ UNCAPPED = tuple(c for c in COMPONENTS if c not in CHARGED_COMPONENTS and c not 
 # Values that make two adjustments "identical in every value" (SPEC §4.2 step 11).
 FINGERPRINT_COLUMNS = ("reason", "currency", *COMPONENTS, "quantity-cancelled")
 
-HISTORY_SCHEMA = {"order-id": pl.String, "order-item-id": pl.String, "merchant-adjustment-item-id": pl.String,
+HISTORY_SCHEMA = {"seq": pl.UInt32, "order-id": pl.String, "order-item-id": pl.String, "merchant-adjustment-item-id": pl.String,
                   "fingerprint": pl.String, "feed": pl.String, "record": pl.Int64}
 
 
@@ -209,5 +209,5 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
 def history_rows(records: pl.DataFrame, accepted_seq: pl.Series, feed: str) -> pl.DataFrame:
     """Ledger rows for the accepted records, for step 11 of later records and feeds."""
     return (records.filter(C("seq").is_in(accepted_seq.implode()))
-            .select(*KEY, "merchant-adjustment-item-id", "fingerprint", pl.lit(feed).alias("feed"), "record")
+            .select("seq", *KEY, "merchant-adjustment-item-id", "fingerprint", pl.lit(feed).alias("feed"), "record")
             .cast(HISTORY_SCHEMA))

@@ -1,0 +1,272 @@
+"""`orderfeeds run`: the cron job over the spool folder, exactly once and crash-safe (DESIGN §7)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import polars as pl
+
+from orderfeeds.outcomes import FeedResult, fatal_result
+from orderfeeds.pipeline import ProcessOptions, conclude, prepare
+from orderfeeds.readers.model import Note
+from orderfeeds.report import atomic_write, render_reports
+from orderfeeds.snapshot import KEY
+from orderfeeds.state.store import DEFAULT_URL, FeedEntry, StateError, StateStore, open_store
+from orderfeeds.apply.state import DELTA_COLUMNS
+
+FOLDERS = ("inbox", "processing", "done", "failed", "reports")
+MARKER = ".done"
+SETTLE_SECONDS = 1.0
+CRASH_ENV = "ORDERFEEDS_CRASH_AT"
+
+
+class Locked(Exception):
+    """Another run holds the spool's lock."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    root: Path = Path("feeds")
+    state_url: str = DEFAULT_URL
+    process: ProcessOptions = ProcessOptions()
+    settle_seconds: float = SETTLE_SECONDS
+
+
+@dataclass
+class FeedRun:
+    """What happened to one spool file."""
+
+    name: str
+    outcome: str  # applied | rejected | duplicate | finished (reconciled after a crash)
+    entry: FeedEntry | None
+    result: FeedResult | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.outcome in ("rejected", "duplicate"):
+            return 3
+        if self.entry is not None and self.entry.errors:
+            return 1
+        return 0
+
+
+@dataclass
+class RunReport:
+    feeds: list[FeedRun] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return max((f.exit_code for f in self.feeds), default=0)
+
+
+def _checkpoint(point: str) -> None:
+    """Fault injection for the crash tests: die here, as a power cut would."""
+    if os.environ.get(CRASH_ENV) == point:
+        os.kill(os.getpid(), 9)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _move(source: Path, folder: Path, name: str | None = None) -> Path:
+    """Rename into `folder` without overwriting an earlier file of the same name."""
+    target = folder / (name or source.name)
+    counter = 1
+    while target.exists():
+        counter += 1
+        target = folder / f"{Path(name or source.name).stem}.{counter}{Path(name or source.name).suffix}"
+    os.rename(source, target)
+    _fsync_dir(folder)
+    _fsync_dir(source.parent)
+    return target
+
+
+class _SpoolLock:
+    def __init__(self, root: Path):
+        self.path = root / ".lock"
+        self.handle = None
+
+    def __enter__(self) -> "_SpoolLock":
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise Locked(f"another orderfeeds run holds {self.path}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self.handle is not None
+        fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _claim_name(name: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return f"{stamp}-{os.getpid()}~{name}"
+
+
+def _original_name(claim: str) -> str:
+    return claim.split("~", 1)[1] if "~" in claim else claim
+
+
+def ready_files(inbox: Path, settle_seconds: float) -> list[Path]:
+    """Inbox files that are complete, oldest first: a `.done` marker, or unchanged for a moment."""
+    def listing() -> dict[Path, tuple[int, int]]:
+        found = {}
+        for path in inbox.iterdir():
+            if path.name.startswith(".") or path.name.endswith(MARKER) or not path.is_file():
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            found[path] = (stat.st_size, stat.st_mtime_ns)
+        return found
+
+    first = listing()
+    marked = {p for p in first if p.with_name(p.name + MARKER).exists()}
+    recent = [p for p, (_, mtime) in first.items() if p not in marked and time.time() - mtime / 1e9 < settle_seconds]
+    if recent:
+        # A writer may still be copying: look again after the settle time, keep what did not change.
+        time.sleep(settle_seconds)
+        second = listing()
+        first = {p: v for p, v in first.items() if p in marked or second.get(p) == v}
+    return sorted(first, key=lambda p: (first[p][1], p.name))
+
+
+def run_spool(options: RunOptions, log: Callable[[str], None] = lambda line: None,
+              progress: Callable[[str], None] | None = None) -> RunReport:
+    """Process every ready feed in the inbox against the persistent state."""
+    root = options.root
+    for folder in FOLDERS:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    with _SpoolLock(root):
+        store = open_store(options.state_url, root)
+        try:
+            report = RunReport()
+            for claimed in sorted((root / "processing").iterdir()):
+                if claimed.is_file():
+                    report.feeds.append(_handle(claimed, store, options, log, progress))
+            for path in ready_files(root / "inbox", options.settle_seconds):
+                try:
+                    claimed = _move(path, root / "processing", _claim_name(path.name))
+                except FileNotFoundError:
+                    continue  # taken away while we looked: nothing was claimed
+                marker = path.with_name(path.name + MARKER)
+                marker.unlink(missing_ok=True)
+                _checkpoint("claimed")
+                report.feeds.append(_handle(claimed, store, options, log, progress))
+            return report
+        finally:
+            store.close()
+
+
+def _handle(claimed: Path, store: StateStore, options: RunOptions, log: Callable[[str], None],
+            progress: Callable[[str], None] | None) -> FeedRun:
+    """Process one claimed file, or finish it if a crashed run had committed it already."""
+    root = options.root
+    name = _original_name(claimed.name)
+    entry = store.claimed(claimed.name)
+    if entry is None:
+        started = time.perf_counter()
+        result, entry = _apply(claimed, name, store, options, progress)
+        if entry is None:  # the file vanished before it could be read: nothing was claimed
+            return FeedRun(name, "vanished", None)
+        elapsed = time.perf_counter() - started
+    else:
+        result, elapsed = None, entry.seconds
+    _checkpoint("after-commit")
+    reports = store.reports_of(entry.id)
+    for file_name, content in reports.items():
+        target = root / "reports" / file_name
+        if not target.exists() or target.read_bytes() != content:
+            _checkpoint("before-report-rename")
+            atomic_write(target, content)
+            _checkpoint("after-report-rename")
+    _checkpoint("before-done")
+    _move(claimed, root / ("done" if entry.outcome == "applied" else "failed"), name)
+    log(f"orderfeeds: feed={name} type={entry.feed_type or '-'} outcome={entry.outcome} records={entry.records} "
+        f"success={entry.successful - entry.warnings} warning={entry.warnings} error={entry.errors} "
+        f"seconds={elapsed:.3f}")
+    return FeedRun(name, entry.outcome if result is not None else "finished", entry, result)
+
+
+def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
+           progress: Callable[[str], None] | None) -> tuple[FeedResult | None, FeedEntry | None]:
+    try:
+        data = claimed.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    started = time.perf_counter()
+    process = options.process.stamped()
+    sha256 = hashlib.sha256(data).hexdigest()
+    earlier = store.applied_feed(sha256)
+    lines = pl.DataFrame()
+    ledger = None
+    if earlier is not None:
+        note = Note("duplicate-feed", f"the same file was already applied as {earlier.name} at "
+                    f"{earlier.committed_at}; nothing was applied again")
+        result, outcome = fatal_result(name, sha256, process.as_of, None, note), "duplicate"
+    else:
+        if progress:
+            progress(f"{name}: reading and validating")
+        prepared = prepare(data, name, process)
+        if isinstance(prepared, FeedResult):
+            result, outcome = prepared, "rejected"
+        else:
+            if progress:
+                progress(f"{name}: applying {prepared.valid.records.height:,} valid records")
+            order_ids, merchant_ids = prepared.order_keys()
+            state = store.load_lines(order_ids, merchant_ids)
+            history = store.load_history(state.get_column("order-id").unique())
+            result, applied = conclude(prepared, state, history)
+            outcome = "applied"
+            touched = applied.effects.select("order-id").unique()
+            lines = applied.state.join(touched, on="order-id", how="semi")
+            ids = prepared.valid.records.select("seq", "record", "item-index", "line")
+            ledger = (applied.effects.join(ids, on="seq", how="left")
+                      .join(applied.history.select("seq", "merchant-adjustment-item-id", "fingerprint"),
+                            on="seq", how="left"))
+    stem = Path(name).stem
+    if store.report_stem_taken(stem):
+        stem = f"{stem}.{claimed.name.split('~', 1)[0]}"
+    reports = render_reports(result, stem)
+    records = result.records
+    entry = FeedEntry(
+        id=0, name=name, claim=claimed.name, sha256=sha256,
+        feed_type=result.feed_type.value if result.feed_type else None, outcome=outcome,
+        records=records.height, successful=records.height - result.count("Error"), warnings=result.count("Warning"),
+        errors=result.count("Error"), report_stem=stem, as_of=result.as_of, committed_at="",
+        seconds=time.perf_counter() - started,
+    )
+    if progress:
+        progress(f"{name}: committing")
+    _checkpoint("before-commit")
+    empty_ledger = pl.DataFrame(schema={"record": pl.Int64, "item-index": pl.Int32, "line": pl.Int64,
+                                        "order-id": pl.String, "order-item-id": pl.String,
+                                        "units-cancelled": pl.Int64, **{c: pl.Decimal(38, 2) for c in DELTA_COLUMNS},
+                                        "merchant-adjustment-item-id": pl.String, "fingerprint": pl.String})
+    committed = store.commit_feed(entry, lines if lines.height else _no_lines(),
+                                  ledger if ledger is not None else empty_ledger,
+                                  pl.DataFrame(), reports)
+    return result, committed
+
+
+def _no_lines() -> pl.DataFrame:
+    from orderfeeds.snapshot import SNAPSHOT_COLUMNS
+
+    return pl.DataFrame(schema={c: pl.String for c in SNAPSHOT_COLUMNS})
