@@ -1,0 +1,186 @@
+"""Times every stage of orderfeeds on generated data and compares with a bare read (the floor).
+
+    python benchmarks/generate.py --seed 1 --orders-lines 2000000 --records 1000000 --out /tmp/bench
+    python benchmarks/bench.py /tmp/bench --feed adjustment.txt [--run] [--xml adjustment.xml]
+
+Each measurement runs in a fresh child process so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_floor(snapshot: Path, feed: Path) -> dict:
+    """The floor: polars reading both files as text, with no checks at all."""
+    import polars as pl
+
+    started = time.perf_counter()
+    for path in (snapshot, feed):
+        pl.read_csv(path, separator="\t", infer_schema=False, quote_char=None, truncate_ragged_lines=True,
+                    skip_rows=1 if path.read_bytes()[:13] == b"TemplateType=" else 0)
+    return {"seconds": time.perf_counter() - started, "peak_mb": _peak_mb()}
+
+
+def child_process(snapshot: Path, feed: Path) -> dict:
+    """`process` stage by stage: snapshot, read, validate, apply, outcomes, report."""
+    from orderfeeds.pipeline import ProcessOptions, RunState, advance
+    from orderfeeds.report import write_reports
+    from orderfeeds.snapshot import read_snapshot
+
+    stages: dict[str, dict] = {}
+    started = time.perf_counter()
+    state = RunState(lines=read_snapshot(snapshot))
+    stages["snapshot"] = {"seconds": time.perf_counter() - started, "peak_mb": _peak_mb()}
+    data = feed.read_bytes()
+    result = advance(data, feed.name, state, ProcessOptions(as_of="2026-11-28T06:00:00+00:00"))
+    for stage, seconds in result.timings.items():
+        stages[stage] = {"seconds": seconds}
+    with tempfile.TemporaryDirectory() as out:
+        began = time.perf_counter()
+        write_reports(result, Path(out))
+        stages["report"] = {"seconds": time.perf_counter() - began}
+    total = time.perf_counter() - started
+    return {"stages": stages, "seconds": total, "peak_mb": _peak_mb(), "records": result.records.height}
+
+
+def child_run(snapshot: Path, feed: Path) -> dict:
+    """`run` with the SQLite state: the snapshot is imported first (not timed), then one feed."""
+    from orderfeeds.pipeline import ProcessOptions
+    from orderfeeds.runner import RunOptions, run_spool
+    from orderfeeds.snapshot import read_snapshot
+    from orderfeeds.state import open_store
+
+    with tempfile.TemporaryDirectory() as root:
+        root_path = Path(root)
+        store = open_store(f"sqlite:///{root_path / 'state.db'}")
+        began = time.perf_counter()
+        store.import_snapshot(read_snapshot(snapshot), snapshot.name, "-")
+        store.close()
+        imported = time.perf_counter() - began
+        (root_path / "inbox").mkdir()
+        shutil.copy(feed, root_path / "inbox" / feed.name)
+        (root_path / "inbox" / (feed.name + ".done")).touch()
+        started = time.perf_counter()
+        report = run_spool(RunOptions(root=root_path, state_url=f"sqlite:///{root_path / 'state.db'}",
+                                      process=ProcessOptions(as_of="2026-11-28T06:00:00+00:00")))
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "import_seconds": imported, "peak_mb": _peak_mb(),
+            "records": report.feeds[0].entry.records if report.feeds and report.feeds[0].entry else 0}
+
+
+def child_iterparse(feed: Path) -> dict:
+    """The XML floor: a bare, hardened lxml iterparse that clears each Message."""
+    from lxml import etree
+
+    started = time.perf_counter()
+    count = 0
+    for _, element in etree.iterparse(str(feed), events=("end",), tag="Message", resolve_entities=False,
+                                      no_network=True, load_dtd=False):
+        count += 1
+        element.clear()
+        while element.getprevious() is not None:
+            del element.getparent()[0]
+    return {"seconds": time.perf_counter() - started, "peak_mb": _peak_mb(), "messages": count}
+
+
+def child_xml(snapshot: Path, feed: Path) -> dict:
+    """Reading and validating an XML feed (no snapshot needed for these stages)."""
+    from orderfeeds.readers import read_feed
+    from orderfeeds.validate import validate_records
+
+    data = feed.read_bytes()
+    started = time.perf_counter()
+    raw = read_feed(data)
+    read = time.perf_counter() - started
+    validate_records(raw)
+    return {"seconds": time.perf_counter() - started, "read_seconds": read, "peak_mb": _peak_mb(),
+            "records": raw.frame.height}
+
+
+CHILDREN = {"floor": child_floor, "process": child_process, "run": child_run, "iterparse": child_iterparse,
+            "xml": child_xml}
+
+
+def measure(kind: str, *paths: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, *map(str, paths)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return f"{os.cpu_count()} cores, {cpu}, {memory:.0f} GiB, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("dir", nargs="?", type=Path)
+    parser.add_argument("--feed", default="adjustment.txt")
+    parser.add_argument("--snapshot", default="snapshot.tsv")
+    parser.add_argument("--run", action="store_true", help="also time `run` with the SQLite state")
+    parser.add_argument("--xml", help="also time this XML feed against a bare lxml iterparse")
+    args = parser.parse_args()
+    if args.child:
+        kind, *paths = args.child
+        print(json.dumps(CHILDREN[kind](*map(Path, paths))))
+        return
+    snapshot, feed = args.dir / args.snapshot, args.dir / args.feed
+    print(f"machine: {machine()}")
+    floor = measure("floor", snapshot, feed)
+    result = measure("process", snapshot, feed)
+    records = result["records"]
+    print(f"feed {feed.name}: {records:,} records, {feed.stat().st_size / 1e6:.0f} MB; "
+          f"snapshot {snapshot.stat().st_size / 1e6:.0f} MB")
+    print(f"{'stage':<10} {'seconds':>8} {'records/s':>12}")
+    for stage, figures in result["stages"].items():
+        rate = records / figures["seconds"] if figures["seconds"] else float("inf")
+        print(f"{stage:<10} {figures['seconds']:>8.2f} {rate:>12,.0f}")
+    print(f"{'process':<10} {result['seconds']:>8.2f} {records / result['seconds']:>12,.0f}   "
+          f"peak {result['peak_mb']:,.0f} MB")
+    print(f"{'floor':<10} {floor['seconds']:>8.2f} {'':>12}   peak {floor['peak_mb']:,.0f} MB   "
+          f"(bare pl.read_csv of both files)")
+    print(f"ratio process / floor: {result['seconds'] / floor['seconds']:.2f}x")
+    if args.run:
+        run = measure("run", snapshot, feed)
+        print(f"{'run':<10} {run['seconds']:>8.2f} {records / run['seconds']:>12,.0f}   peak {run['peak_mb']:,.0f} MB"
+              f"   (snapshot import {run['import_seconds']:.2f} s, not counted)")
+        process_without_snapshot = result["seconds"] - result["stages"]["snapshot"]["seconds"]
+        print(f"ratio run / process (without the snapshot read): {run['seconds'] / process_without_snapshot:.2f}x")
+    if args.xml:
+        xml_feed = args.dir / args.xml
+        bare = measure("iterparse", xml_feed)
+        ours = measure("xml", snapshot, xml_feed)
+        print(f"xml {xml_feed.name}: {xml_feed.stat().st_size / 1e6:.0f} MB, {bare['messages']:,} messages")
+        print(f"  bare iterparse {bare['seconds']:.2f} s, peak {bare['peak_mb']:,.0f} MB")
+        print(f"  read+validate  {ours['seconds']:.2f} s (read {ours['read_seconds']:.2f} s), peak {ours['peak_mb']:,.0f} MB")
+        print(f"  ratio: {ours['seconds'] / bare['seconds']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
