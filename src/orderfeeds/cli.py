@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -38,7 +38,7 @@ def _as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     except ValueError:
         raise click.BadParameter(f"'{value}' is not an ISO 8601 time such as 2026-11-28T06:00:00+00:00") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.isoformat()
 
 
@@ -80,7 +80,7 @@ def process(feeds: tuple[Path, ...], snapshot: Path, out_dir: Path, as_of: str, 
     except OSError as exc:
         click.echo(f"error: cannot write {exc.filename or 'the reports'}: {exc.strerror or exc}", err=True)
         sys.exit(2)
-    for result, files in zip(run.results, run.report_files):
+    for result, files in zip(run.results, run.report_files, strict=True):
         click.echo(render_result(result, files["report"]))
     if write_snapshot is not None:
         click.echo(f"resulting order state written to {write_snapshot}")

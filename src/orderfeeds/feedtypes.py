@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class FeedType(str, Enum):
+class FeedType(StrEnum):
     FLAT_CANCELLATION = "POST_FLAT_FILE_ORDER_ACKNOWLEDGEMENT_DATA"
     FLAT_ADJUSTMENT = "POST_FLAT_FILE_PAYMENT_ADJUSTMENT_DATA"
     XML_ACKNOWLEDGEMENT = "POST_ORDER_ACKNOWLEDGEMENT_DATA"
@@ -48,7 +48,7 @@ ZERO_DECIMAL_CURRENCIES = (
 )
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How a field's text is checked; see validate.py for the checks."""
 
     ORDER_ID = "order id"

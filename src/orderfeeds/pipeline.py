@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -30,10 +30,10 @@ class ProcessOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     as_of: str = ""
 
-    def stamped(self) -> "ProcessOptions":
+    def stamped(self) -> ProcessOptions:
         if self.as_of:
             return self
-        now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        now = datetime.now(UTC).replace(microsecond=0).isoformat()
         return ProcessOptions(self.feed_type, self.encoding, self.max_bytes, now)
 
 

@@ -5,22 +5,20 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 import polars as pl
 
+from orderfeeds.apply.state import DELTA_COLUMNS
 from orderfeeds.outcomes import FeedResult, fatal_result
 from orderfeeds.pipeline import ProcessOptions, conclude, prepare
 from orderfeeds.readers.model import Note
 from orderfeeds.report import atomic_write, render_reports
-from orderfeeds.snapshot import KEY
-from orderfeeds.state.store import DEFAULT_URL, FeedEntry, StateError, StateStore, open_store
-from orderfeeds.apply.state import DELTA_COLUMNS
+from orderfeeds.state.store import DEFAULT_URL, FeedEntry, StateStore, open_store
 
 FOLDERS = ("inbox", "processing", "done", "failed", "reports")
 MARKER = ".done"
@@ -99,7 +97,7 @@ class _SpoolLock:
         self.path = root / ".lock"
         self.handle = None
 
-    def __enter__(self) -> "_SpoolLock":
+    def __enter__(self) -> _SpoolLock:
         self.handle = open(self.path, "a+")
         try:
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,7 +113,7 @@ class _SpoolLock:
 
 
 def _claim_name(name: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     return f"{stamp}-{os.getpid()}~{name}"
 
 
@@ -217,6 +215,7 @@ def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
     earlier = store.applied_feed(sha256)
     lines = pl.DataFrame()
     ledger = None
+    acknowledged = pl.DataFrame()
     if earlier is not None:
         note = Note("duplicate-feed", f"the same file was already applied as {earlier.name} at "
                     f"{earlier.committed_at}; nothing was applied again")
@@ -235,12 +234,13 @@ def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
             history = store.load_history(state.get_column("order-id").unique())
             result, applied = conclude(prepared, state, history)
             outcome = "applied"
-            touched = applied.effects.select("order-id").unique()
+            touched = pl.concat([applied.effects.select("order-id"), applied.merchant_ids.select("order-id")]).unique()
             lines = applied.state.join(touched, on="order-id", how="semi")
             ids = prepared.valid.records.select("seq", "record", "item-index", "line")
             ledger = (applied.effects.join(ids, on="seq", how="left")
                       .join(applied.history.select("seq", "merchant-adjustment-item-id", "fingerprint"),
                             on="seq", how="left"))
+            acknowledged = applied.merchant_ids.join(ids, on="seq", how="left")
     stem = Path(name).stem
     if store.report_stem_taken(stem):
         stem = f"{stem}.{claimed.name.split('~', 1)[0]}"
@@ -262,7 +262,7 @@ def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
                                         "merchant-adjustment-item-id": pl.String, "fingerprint": pl.String})
     committed = store.commit_feed(entry, lines if lines.height else _no_lines(),
                                   ledger if ledger is not None else empty_ledger,
-                                  pl.DataFrame(), reports)
+                                  acknowledged, reports)
     return result, committed
 
 

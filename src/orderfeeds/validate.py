@@ -110,7 +110,7 @@ def _build_schema(fields: tuple[Field, ...], cross: tuple[CrossCheck, ...]) -> t
     """The pandera schema for a field list, and the lookup from (column, check) to error."""
     columns: dict[str, pa.Column] = {}
     lookup: list[dict[str, object]] = []
-    for position, field in enumerate(fields):
+    for field in fields:
         checks = []
         rule = _kind_rule(field)
         if rule is not None:

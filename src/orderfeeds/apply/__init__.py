@@ -6,9 +6,15 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from orderfeeds.apply.adjustment import empty_history, evaluate_adjustments, history_rows, normalise, resolve_merchant_ids
+from orderfeeds.apply.adjustment import (
+    empty_history,
+    evaluate_adjustments,
+    history_rows,
+    normalise,
+    resolve_merchant_ids,
+)
 from orderfeeds.apply.cancellation import evaluate_cancellations
-from orderfeeds.apply.state import empty_effects, fold_effects
+from orderfeeds.apply.state import empty_effects, empty_merchant_ids, fold_effects, fold_merchant_ids
 from orderfeeds.feedtypes import FeedType
 
 OUTCOME_SCHEMA = {"seq": pl.UInt32, "error": pl.String, "message": pl.String, "counts-toward-rate": pl.Boolean}
@@ -20,13 +26,15 @@ __all__ = ["Applied", "apply_records", "empty_history"]
 class Applied:
     """One outcome per record, the effects of the accepted ones, and the state after them.
 
-    `history` holds only this feed's accepted adjustments, for later feeds' step 11.
+    `history` holds only this feed's accepted adjustments, for later feeds' step 11;
+    `merchant_ids` what its `Success` acknowledgements recorded.
     """
 
     outcomes: pl.DataFrame
     effects: pl.DataFrame
     state: pl.DataFrame
     history: pl.DataFrame
+    merchant_ids: pl.DataFrame
 
 
 def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFrame,
@@ -50,7 +58,7 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     feed_orders = records.select("order-id").unique()
     working = state.join(feed_orders, on="order-id", how="semi")
     seen = history.join(feed_orders, on="order-id", how="semi")
-    outcomes, effects, added = [], [], []
+    outcomes, effects, added, ids = [], [], [], []
     rounds = int(records.get_column("_round").max() or 0) + 1 if records.height else 0
     for number in range(rounds):
         batch = records.filter(pl.col("_round") == number)
@@ -63,7 +71,9 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
             seen = pl.concat([seen, new])
             added.append(new)
         else:
-            round_outcomes, round_effects = evaluate_cancellations(batch, lines)
+            round_outcomes, round_effects, round_ids = evaluate_cancellations(batch, lines)
+            lines = fold_merchant_ids(lines, round_ids)
+            ids.append(round_ids)
         outcomes.append(round_outcomes)
         effects.append(round_effects)
         lines = fold_effects(lines, round_effects)
@@ -74,4 +84,5 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     untouched = state.join(feed_orders, on="order-id", how="anti")
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
                    state=pl.concat([untouched, working]),
-                   history=pl.concat(added) if added else empty_history())
+                   history=pl.concat(added) if added else empty_history(),
+                   merchant_ids=pl.concat(ids) if ids else empty_merchant_ids())

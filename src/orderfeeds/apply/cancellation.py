@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from orderfeeds.apply.rules import Rule, first_failure, plural
-from orderfeeds.apply.state import EFFECT_SCHEMA, open_units
+from orderfeeds.apply.state import EFFECT_SCHEMA, MERCHANT_ID_SCHEMA, open_units
 from orderfeeds.snapshot import KEY
 
 C = pl.col
@@ -39,6 +39,13 @@ def _line_view(state: pl.DataFrame) -> pl.DataFrame:
 
 
 def _rules() -> list[Rule]:
+    """Rules 1 (not found) judge every record; the rest only cancellations, not Success acknowledgements."""
+    rules = _cancellation_rules()
+    cancelling = ~C("ack")
+    return rules[:2] + [Rule(r.error, cancelling & r.when, r.message) for r in rules[2:]]
+
+
+def _cancellation_rules() -> list[Rule]:
     whole = C("order-item-id").is_null()
     order = C("order-id")
     item = C("order-item-id")
@@ -79,21 +86,28 @@ COUNTS_WARNING = ("applied, and it counts toward your cancellation rate: reason 
                   "the buyer asked to cancel through Amazon, and this buyer did not")
 
 
-def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Outcomes (seq, error, message, counts-toward-rate) and effects for records of distinct orders."""
-    joined = (batch.join(_order_view(state), on="order-id", how="left")
+def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Outcomes (seq, error, message, counts-toward-rate), effects, and merchant ids that
+    `Success` acknowledgements record, for records of distinct orders."""
+    ack = (C("status-code") == "Success").fill_null(False) if "status-code" in batch.columns else pl.lit(False)
+    for column in ("merchant-order-id", "merchant-order-item-id"):
+        if column not in batch.columns:
+            batch = batch.with_columns(pl.lit(None, pl.String).alias(column))
+    joined = (batch.with_columns(ack.alias("ack"))
+              .join(_order_view(state), on="order-id", how="left")
               .join(_line_view(state), on=KEY, how="left"))
     error, message = first_failure(_rules())
     buyer_asked = (C("reason") == "BuyerCanceled") & C("o-buyer-requested")
     judged = joined.with_columns(error.alias("error"), message.alias("message"))
-    warn = C("error").is_null() & (C("reason") == "BuyerCanceled") & ~C("o-buyer-requested")
+    applied = C("error").is_null() & ~C("ack")
+    warn = applied & (C("reason") == "BuyerCanceled") & ~C("o-buyer-requested")
     outcomes = judged.select(
         "seq",
         pl.when(warn).then(pl.lit("counts-toward-cancellation-rate")).otherwise(C("error")).alias("error"),
         pl.when(warn).then(pl.lit(COUNTS_WARNING)).otherwise(C("message")).alias("message"),
-        (C("error").is_null() & ~buyer_asked.fill_null(False)).alias("counts-toward-rate"),
+        (applied & ~buyer_asked.fill_null(False)).alias("counts-toward-rate"),
     )
-    accepted = judged.filter(C("error").is_null())
+    accepted = judged.filter(C("error").is_null() & ~C("ack"))
     items = accepted.filter(C("order-item-id").is_not_null()).select(
         "seq", *KEY, pl.coalesce(C("quantity"), C("l-open")).alias("units-cancelled"))
     # A whole-order cancellation cancels the open units of every line of the order.
@@ -102,7 +116,9 @@ def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl
              .filter(C("l-open") > 0)
              .select("seq", *KEY, C("l-open").alias("units-cancelled")))
     effects = pl.concat([items, whole], how="vertical_relaxed")
-    return outcomes, _complete_effects(effects)
+    ids = judged.filter(C("error").is_null() & C("ack")).select(
+        "seq", *KEY, "merchant-order-id", "merchant-order-item-id").cast(MERCHANT_ID_SCHEMA)
+    return outcomes, _complete_effects(effects), ids
 
 
 def _complete_effects(effects: pl.DataFrame) -> pl.DataFrame:

@@ -20,6 +20,30 @@ EFFECT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# What a `Success` acknowledgement records: the seller's own ids for an order and its lines.
+MERCHANT_ID_SCHEMA = {"seq": pl.UInt32, "order-id": pl.String, "order-item-id": pl.String,
+                      "merchant-order-id": pl.String, "merchant-order-item-id": pl.String}
+
+
+def fold_merchant_ids(state: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """Record acknowledged merchant ids; the latest acknowledgement of an order or line wins."""
+    if ids.height == 0:
+        return state
+    orders = (ids.filter(pl.col("merchant-order-id").is_not_null()).unique("order-id", keep="last", maintain_order=True)
+              .select("order-id", pl.col("merchant-order-id").alias("_order")))
+    items = (ids.filter(pl.col("merchant-order-item-id").is_not_null() & pl.col("order-item-id").is_not_null())
+             .unique(KEY, keep="last", maintain_order=True).select(*KEY, pl.col("merchant-order-item-id").alias("_item")))
+    return (state.join(orders, on="order-id", how="left", maintain_order="left")
+            .join(items, on=KEY, how="left", maintain_order="left")
+            .with_columns(pl.coalesce("_order", "merchant-order-id").alias("merchant-order-id"),
+                          pl.coalesce("_item", "merchant-order-item-id").alias("merchant-order-item-id"))
+            .select(state.columns))
+
+
+def empty_merchant_ids() -> pl.DataFrame:
+    return pl.DataFrame(schema=MERCHANT_ID_SCHEMA)
+
+
 def empty_effects() -> pl.DataFrame:
     return pl.DataFrame(schema=EFFECT_SCHEMA)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from orderfeeds.apply.state import DELTA_COLUMNS
-from orderfeeds.snapshot import SNAPSHOT_FIELDS
 from orderfeeds.feedtypes import Kind
+from orderfeeds.snapshot import SNAPSHOT_FIELDS
 
 
 def sql_name(column: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -79,7 +79,7 @@ def open_store(url: str, root: Path | None = None) -> StateStore:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 _LINE_SCHEMA = {
@@ -182,9 +182,9 @@ class SqliteStore:
             names = [d[0] for d in cursor.description]
         except sqlite3.OperationalError as exc:
             raise self._explain(exc) from None
-        columns = list(zip(*rows)) if rows else [() for _ in names]
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         series = []
-        for name, values in zip(names, columns):
+        for name, values in zip(names, columns, strict=True):
             wanted = (schema or {}).get(name)
             if isinstance(wanted, pl.Decimal):
                 series.append(pl.Series(name, values, dtype=pl.String).cast(wanted))
