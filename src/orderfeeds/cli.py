@@ -147,7 +147,8 @@ def run(root: Path, state_url: str, as_of: str, encoding: str) -> None:
         sys.exit(2)
     for feed in report.feeds:
         if feed.entry is not None:
-            click.echo(f"{feed.name}: {feed.outcome}: {feed.entry.records} records, {feed.entry.errors} rejected; "
+            resumed = " (finished after an interrupted run)" if feed.resumed else ""
+            click.echo(f"{feed.name}: {feed.outcome}{resumed}: {feed.entry.records} records, {feed.entry.errors} rejected; "
                        f"reports {root / 'reports' / feed.entry.report_stem}.*")
     if not report.feeds:
         click.echo(f"nothing to do: {root / 'inbox'} has no ready feeds")

@@ -72,11 +72,13 @@ class Field:
     column_required: bool = True
     value_required: bool = False
     choices: tuple[str, ...] = ()
+    # XML Quantity is the exception: absent means "every open unit", not zero.
+    blank_is_zero: bool = True
 
     @property
     def defaults_to_zero(self) -> bool:
         """Blank means 0 / false for counts, snapshot money and flags (SPEC §2.3, §3)."""
-        return not self.value_required and self.kind in (Kind.COUNT, Kind.MONEY, Kind.BOOL)
+        return self.blank_is_zero and not self.value_required and self.kind in (Kind.COUNT, Kind.MONEY, Kind.BOOL)
 
 
 def _amount(name: str, canonical: str, required: bool = True) -> Field:

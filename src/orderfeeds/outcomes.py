@@ -32,6 +32,8 @@ class FeedResult:
     cancellations_counting: int = 0
     refunded: dict[str, dict[str, str]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    xml: bool = False  # XML feeds get the XML processing report
+    merchant_identifier: str | None = None
 
     @property
     def records(self) -> pl.DataFrame:
@@ -75,14 +77,18 @@ def _coded(frame: pl.DataFrame) -> pl.DataFrame:
 def assemble_rows(raw: RawFeed, issues: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
     """One row per record, in input order: validation issues first, then the rule outcome."""
     shown = {f.canonical: f.name for f in raw.fields}
+
+    def as_given(canonical: str, merchant: str) -> pl.Expr:
+        # A record that names the order by the seller's own id shows that id.
+        named = [pl.col(shown[c]) for c in (canonical, merchant) if c in shown]
+        return (pl.coalesce(named) if named else pl.lit(None, pl.String)).alias(canonical)
+
     identity = raw.frame.select(
         "seq", pl.col("record").alias("original-record-number"), "line", "item-index",
-        pl.col(shown["order-id"]).alias("order-id"),
-        pl.col(shown["order-item-id"]).alias("order-item-id") if "order-item-id" in shown
-        else pl.lit(None, pl.String).alias("order-item-id"),
+        as_given("order-id", "merchant-order-id"), as_given("order-item-id", "merchant-order-item-id"),
     )
     # Several problems with one record: the first by rank names the error, all are listed.
-    found = issues.sort("seq", "rank").group_by("seq", maintain_order=True).agg(
+    found = issues.sort("seq", "rank", maintain_order=True).group_by("seq", maintain_order=True).agg(
         pl.col("error").first(), pl.col("message").unique(maintain_order=True).str.join("; "))
     decided = pl.concat([found, outcomes.select("seq", "error", "message")], how="vertical_relaxed")
     rows = identity.join(decided, on="seq", how="left", maintain_order="left")

@@ -14,8 +14,9 @@ from orderfeeds.apply import Applied, apply_records, empty_history
 from orderfeeds.errors import FeedError, OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult, assemble_rows, fatal_result, note_rows, refund_totals
-from orderfeeds.readers import DEFAULT_MAX_BYTES, RawFeed, read_feed
+from orderfeeds.readers import DEFAULT_MAX_BYTES, RawFeed, looks_like_xml, read_feed
 from orderfeeds.readers.model import Note
+from orderfeeds.readers.xml import detect_xml, sniff_xml
 from orderfeeds.report import write_reports
 from orderfeeds.snapshot import read_snapshot, write_snapshot
 from orderfeeds.validate import ValidRecords, validate_records
@@ -78,6 +79,8 @@ class Prepared:
     raw: RawFeed
     valid: ValidRecords
     timings: dict[str, float]
+    xml: bool = False
+    merchant_identifier: str | None = None
 
     def order_keys(self) -> tuple[pl.Series, pl.Series]:
         """Order ids and merchant order ids the records name: the state they need."""
@@ -100,6 +103,19 @@ class _Clock:
         self.last = now
 
 
+def mark_source(result: FeedResult, data: bytes) -> FeedResult:
+    """Note whether the feed is XML (and whose), which decides the processing report's format."""
+    result.xml = looks_like_xml(data)
+    if result.xml:
+        result.merchant_identifier = sniff_xml(data).merchant_identifier
+    return result
+
+
+def rejected(name: str, data: bytes, as_of: str, note: Note, feed_type: FeedType | None = None) -> FeedResult:
+    """The result of a feed rejected whole, in the format its own kind of report takes."""
+    return mark_source(fatal_result(name, hashlib.sha256(data).hexdigest(), as_of, feed_type, note), data)
+
+
 def prepare(data: bytes, name: str, options: ProcessOptions) -> Prepared | FeedResult:
     """Read and validate one feed; a FeedResult instead when the file is rejected whole."""
     options = options.stamped()
@@ -109,11 +125,14 @@ def prepare(data: bytes, name: str, options: ProcessOptions) -> Prepared | FeedR
     try:
         raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
     except FeedError as exc:
-        return fatal_result(name, sha256, options.as_of, options.feed_type, Note(exc.name, exc.message, exc.line))
+        detected = options.feed_type or (detect_xml(data) if looks_like_xml(data) else None)
+        return rejected(name, data, options.as_of, Note(exc.name, exc.message, exc.line), detected)
     clock.lap("read")
     valid = validate_records(raw)
     clock.lap("validate")
-    return Prepared(name, sha256, options.as_of, raw, valid, timings)
+    xml = raw.feed_type.is_xml
+    return Prepared(name, sha256, options.as_of, raw, valid, timings, xml,
+                    sniff_xml(data).merchant_identifier if xml else None)
 
 
 def conclude(prepared: Prepared, lines: pl.DataFrame, history: pl.DataFrame) -> tuple[FeedResult, Applied]:
@@ -128,7 +147,7 @@ def conclude(prepared: Prepared, lines: pl.DataFrame, history: pl.DataFrame) -> 
         name=prepared.name, sha256=prepared.sha256, as_of=prepared.as_of, feed_type=raw.feed_type, rows=rows,
         cancellations_counting=int(applied.outcomes.get_column("counts-toward-rate").sum() or 0),
         refunded={} if raw.feed_type.is_cancellation else refund_totals(valid.records, applied.outcomes),
-        timings=prepared.timings,
+        timings=prepared.timings, xml=prepared.xml, merchant_identifier=prepared.merchant_identifier,
     )
     clock.lap("outcomes")
     return result, applied
@@ -144,7 +163,7 @@ def advance(data: bytes, name: str, state: RunState, options: ProcessOptions) ->
     if sha256 in state.seen:
         note = Note("duplicate-feed", f"the same file was already processed as {state.seen[sha256]} in this run; "
                     "nothing was applied again")
-        return fatal_result(name, sha256, options.as_of, None, note)
+        return rejected(name, data, options.as_of, note)
     prepared = prepare(data, name, options)
     if isinstance(prepared, FeedResult):
         return prepared

@@ -11,6 +11,7 @@ import polars as pl
 
 from orderfeeds import __version__
 from orderfeeds.outcomes import REPORT_COLUMNS, FeedResult
+from orderfeeds.report_xml import render_processing_report_xml
 
 TEXT_COLUMNS = ("order-id", "order-item-id", "error-message")
 
@@ -93,10 +94,12 @@ def summary(result: FeedResult) -> dict:
 
 def render_reports(result: FeedResult, stem: str | None = None) -> dict[str, bytes]:
     """Every report file of one feed, by file name; nothing is written."""
-    names = report_names(stem or Path(result.name).stem)
+    names = report_names(stem or Path(result.name).stem, result.xml)
+    processing = (render_processing_report_xml(result, result.merchant_identifier) if result.xml
+                  else render_processing_report(result))
     return {
         names["report"]: render_tsv(result),
-        names["processing-report"]: render_processing_report(result),
+        names["processing-report"]: processing,
         names["summary"]: (json.dumps(summary(result), indent=2) + "\n").encode("utf-8"),
     }
 
@@ -107,5 +110,5 @@ def write_reports(result: FeedResult, out_dir: Path, stem: str | None = None) ->
     files = render_reports(result, stem)
     for name, content in files.items():
         atomic_write(out_dir / name, content)
-    kinds = report_names(stem or Path(result.name).stem)
+    kinds = report_names(stem or Path(result.name).stem, result.xml)
     return {kind: out_dir / name for kind, name in kinds.items() if name in files}

@@ -14,8 +14,8 @@ from pathlib import Path
 import polars as pl
 
 from orderfeeds.apply.state import DELTA_COLUMNS
-from orderfeeds.outcomes import FeedResult, fatal_result
-from orderfeeds.pipeline import ProcessOptions, conclude, prepare
+from orderfeeds.outcomes import FeedResult
+from orderfeeds.pipeline import ProcessOptions, conclude, prepare, rejected
 from orderfeeds.readers.model import Note
 from orderfeeds.report import atomic_write, render_reports
 from orderfeeds.state.store import DEFAULT_URL, FeedEntry, StateStore, open_store
@@ -43,9 +43,10 @@ class FeedRun:
     """What happened to one spool file."""
 
     name: str
-    outcome: str  # applied | rejected | duplicate | finished (reconciled after a crash)
+    outcome: str  # applied | rejected | duplicate | vanished
     entry: FeedEntry | None
     result: FeedResult | None = None
+    resumed: bool = False  # committed by a run that was stopped; this run finished it
 
     @property
     def exit_code(self) -> int:
@@ -200,7 +201,7 @@ def _handle(claimed: Path, store: StateStore, options: RunOptions, log: Callable
     log(f"orderfeeds: feed={name} type={entry.feed_type or '-'} outcome={entry.outcome} records={entry.records} "
         f"success={entry.successful - entry.warnings} warning={entry.warnings} error={entry.errors} "
         f"seconds={elapsed:.3f}")
-    return FeedRun(name, entry.outcome if result is not None else "finished", entry, result)
+    return FeedRun(name, entry.outcome, entry, result, resumed=result is None)
 
 
 def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
@@ -219,7 +220,7 @@ def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
     if earlier is not None:
         note = Note("duplicate-feed", f"the same file was already applied as {earlier.name} at "
                     f"{earlier.committed_at}; nothing was applied again")
-        result, outcome = fatal_result(name, sha256, process.as_of, None, note), "duplicate"
+        result, outcome = rejected(name, data, process.as_of, note), "duplicate"
     else:
         if progress:
             progress(f"{name}: reading and validating")

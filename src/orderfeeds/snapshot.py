@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -79,12 +80,15 @@ def parse_snapshot(data: bytes, name: str = "snapshot") -> pl.DataFrame:
     if data.startswith(b"PAR1"):
         where = "row"
         frame, header = _parquet_rows(data, name)
+        header_at = "the header"
     else:
-        frame, header = _text_rows(data, name)
+        frame, header, header_line = _text_rows(data, name)
+        header_at = f"line {header_line}: the header"
     fields = SNAPSHOT_FIELDS
     missing = [f.name for f in fields if f.column_required and f.name not in header]
     if missing:
-        raise SnapshotError(f"{name}: the header lacks the required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        plural = "s" if len(missing) > 1 else ""
+        raise SnapshotError(f"{name} {header_at} lacks the required column{plural} {', '.join(missing)}")
     frame = frame.with_columns(pl.lit(None, pl.String).alias(f.name) for f in fields if f.name not in header)
     issues = find_issues(frame, fields, tuple(h for h in header if h in SNAPSHOT_COLUMNS))
     if issues.height:
@@ -94,7 +98,7 @@ def parse_snapshot(data: bytes, name: str = "snapshot") -> pl.DataFrame:
     return state.drop("seq", "record", "line", "item-index")
 
 
-def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str]]:
+def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str], int]:
     try:
         text = decode(data)
     except Exception as exc:  # FeedError from decode: reword for a snapshot
@@ -102,36 +106,65 @@ def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str]]:
     lines = split_lines(text).filter(~is_blank(pl.col("text")))
     if lines.height == 0:
         raise SnapshotError(f"{name}: the file is empty; a snapshot needs a header line")
-    first = lines.row(0, named=True)["text"]
-    separator = "\t" if "\t" in first else ","
-    if separator == ",":
-        return _csv_rows(text, name)
-    header = [h.strip(" ").lstrip("\ufeff") for h in first.split(separator)]
-    body = lines.slice(1).with_columns(pl.col("text").str.split("\t").alias("_f"))
-    ragged = body.filter(pl.col("_f").list.len() != len(header))
+    first = lines.row(0, named=True)
+    separator = "\t" if "\t" in first["text"] else ","
+    if separator == "," and '"' in text:
+        return _quoted_csv_rows(text, name)
+    header = [h.strip(" ").lstrip("\ufeff") for h in first["text"].split(separator)]
+    body = lines.slice(1).with_columns(pl.col("text").str.split(separator).alias("_f"))
+    body = body.select("line", pl.col("_f").list.len().alias("_n"),
+                       *[pl.col("_f").list.get(i, null_on_oob=True).alias(h) for i, h in _wanted(header)])
+    return _rows(name, body, header), header, first["line"]
+
+
+def _wanted(header: list[str]) -> list[tuple[int, str]]:
+    seen: set[str] = set()
+    wanted = []
+    for index, name in enumerate(header):
+        if name in SNAPSHOT_COLUMNS and name not in seen:
+            seen.add(name)
+            wanted.append((index, name))
+    return wanted
+
+
+def _rows(name: str, body: pl.DataFrame, header: list[str]) -> pl.DataFrame:
+    """Reject a ragged line by its number; then the identity columns and the known columns."""
+    ragged = body.filter(pl.col("_n") != len(header))
     if ragged.height:
         row = ragged.row(0, named=True)
-        raise SnapshotError(f"{name} line {row['line']}: the line has {len(row['_f'])} fields but the header has {len(header)}")
-    wanted = {h: i for i, h in enumerate(header) if h in SNAPSHOT_COLUMNS}
-    frame = body.select(
-        *record_columns(body.height, pl.col("line")),
-        *[_blank_to_null(pl.col("_f").list.get(i)).alias(h) for h, i in wanted.items()],
-    )
-    return frame, header
+        raise SnapshotError(f"{name} line {row['line']}: the line has {row['_n']} fields but the header has {len(header)}")
+    return body.select(*record_columns(body.height, pl.col("line")),
+                       *[_blank_to_null(pl.col(h)).alias(h) for _, h in _wanted(header)])
 
 
-def _csv_rows(text: str, name: str) -> tuple[pl.DataFrame, list[str]]:
+def _quoted_csv_rows(text: str, name: str) -> tuple[pl.DataFrame, list[str], int]:
+    """CSV with quoting: Python's csv module, so a quoted field may hold commas and newlines
+    and every row still knows the line it starts on. Quoted snapshots are the rare case."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    header_line = 1
+    lines, counts, values = [], [], []
     try:
-        frame = pl.read_csv(io.StringIO(text), infer_schema=False)
-    except pl.exceptions.PolarsError as exc:
-        raise SnapshotError(f"{name}: not a readable CSV file: {exc}") from None
-    header = [h.strip(" ").lstrip("\ufeff") for h in frame.columns]
-    frame.columns = header
-    wanted = [h for h in header if h in SNAPSHOT_COLUMNS]
-    # Quoted values may span lines, so the physical line is the header plus the row number.
-    frame = frame.select(*record_columns(frame.height, pl.int_range(2, frame.height + 2)),
-                         *[_blank_to_null(pl.col(h)) for h in wanted])
-    return frame, header
+        start = 1
+        for row in reader:
+            if not any(field.strip(" \t") for field in row):
+                start = reader.line_num + 1
+                continue
+            if header is None:
+                header = [h.strip(" ").lstrip("\ufeff") for h in row]
+                header_line = start
+            else:
+                lines.append(start)
+                counts.append(len(row))
+                values.append(row)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise SnapshotError(f"{name} line {reader.line_num}: not readable as CSV: {exc}") from None
+    assert header is not None  # the caller saw a non-blank line
+    columns = {h: [row[i] if i < len(row) else None for row in values] for i, h in _wanted(header)}
+    body = pl.DataFrame({"line": lines, "_n": counts, **columns},
+                        schema={"line": pl.Int64, "_n": pl.Int64, **{h: pl.String for h in columns}})
+    return _rows(name, body, header), header, header_line
 
 
 def _parquet_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str]]:

@@ -35,6 +35,7 @@ def _line_view(state: pl.DataFrame) -> pl.DataFrame:
         C("quantity-cancelled").alias("l-cancelled"),
         open_units().alias("l-open"),
         C("shipping-label-purchased").alias("l-label"),
+        C("buyer-requested-cancel").alias("l-buyer-requested"),
     )
 
 
@@ -97,10 +98,12 @@ def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl
               .join(_order_view(state), on="order-id", how="left")
               .join(_line_view(state), on=KEY, how="left"))
     error, message = first_failure(_rules())
-    buyer_asked = (C("reason") == "BuyerCanceled") & C("o-buyer-requested")
+    # The buyer's request is per line; a whole-order cancellation is covered if any line was asked for.
+    requested = pl.when(C("order-item-id").is_null()).then(C("o-buyer-requested")).otherwise(C("l-buyer-requested"))
+    buyer_asked = (C("reason") == "BuyerCanceled") & requested
     judged = joined.with_columns(error.alias("error"), message.alias("message"))
     applied = C("error").is_null() & ~C("ack")
-    warn = applied & (C("reason") == "BuyerCanceled") & ~C("o-buyer-requested")
+    warn = applied & (C("reason") == "BuyerCanceled") & ~requested
     outcomes = judged.select(
         "seq",
         pl.when(warn).then(pl.lit("counts-toward-cancellation-rate")).otherwise(C("error")).alias("error"),

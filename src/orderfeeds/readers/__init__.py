@@ -7,6 +7,7 @@ from orderfeeds.feedtypes import FeedType
 from orderfeeds.readers.flat import read_flat
 from orderfeeds.readers.model import RawFeed
 from orderfeeds.readers.text import UTF8_BOM, decode
+from orderfeeds.readers.xml import read_xml
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
@@ -27,7 +28,5 @@ def read_feed(data: bytes, *, feed_type: FeedType | None = None, encoding: str =
     if len(data) > max_bytes:
         raise FeedError("feed-too-large", f"the file has {len(data):,} bytes; the limit is {max_bytes:,}")
     if looks_like_xml(data):
-        if feed_type is not None and not feed_type.is_xml:
-            raise FeedError("unknown-feed-type", f"the file is XML, not a flat {feed_type.value} feed")
-        raise FeedError("unknown-feed-type", "XML feeds are not supported by this version")
+        return read_xml(data, feed_type, max_bytes)
     return read_flat(decode(data, encoding), feed_type)

@@ -109,16 +109,17 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.OperationalError as exc:
-            raise self._explain(exc) from None
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"the state database {path} is damaged or not a database ({exc}); restore it from a backup") from None
+            raise self._explain(exc) from None
+        except OSError as exc:
+            raise StateError(f"the state database {path} cannot be opened: {exc.strerror or exc}") from None
 
     def _explain(self, exc: sqlite3.Error) -> StateError:
         if "locked" in str(exc) or "busy" in str(exc):
             return StateError(f"the state database {self.path} is locked by another program; try again later", 75)
-        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
-            return StateError(f"the state database {self.path} is damaged or not a database; restore it from a backup")
+        if not isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc) or "not a database" in str(exc):
+            return StateError(f"the state database {self.path} is damaged or not a database ({exc}); "
+                              "restore it from a backup")
         return StateError(f"the state database {self.path} cannot be used: {exc}")
 
     def _version(self) -> int:
@@ -155,7 +156,7 @@ class SqliteStore:
             def __enter__(self):
                 try:
                     store.db.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
+                except sqlite3.DatabaseError as exc:
                     raise store._explain(exc) from None
                 return store.db
 
@@ -163,12 +164,12 @@ class SqliteStore:
                 if kind is None:
                     try:
                         store.db.execute("COMMIT")
-                    except sqlite3.OperationalError as exc:
+                    except sqlite3.DatabaseError as exc:
                         store.db.execute("ROLLBACK")
                         raise store._explain(exc) from None
                 else:
                     store.db.execute("ROLLBACK")
-                    if isinstance(value, sqlite3.OperationalError):
+                    if isinstance(value, sqlite3.DatabaseError):
                         raise store._explain(value) from None
                 return False
 
@@ -180,7 +181,7 @@ class SqliteStore:
             cursor = self.db.execute(query, params)
             rows = cursor.fetchall()
             names = [d[0] for d in cursor.description]
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         series = []
@@ -251,7 +252,7 @@ class SqliteStore:
     def _entries(self, where: str, params: tuple) -> list[FeedEntry]:
         try:
             rows = self.db.execute(f"SELECT {self._FEED_COLUMNS} FROM feeds {where}", params).fetchall()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
         return [FeedEntry(*row) for row in rows]
 
@@ -270,7 +271,10 @@ class SqliteStore:
         return self._entries("ORDER BY id DESC", ())
 
     def reports_of(self, feed_id: int) -> dict[str, bytes]:
-        rows = self.db.execute("SELECT file_name, content FROM feed_reports WHERE feed_id = ?", (feed_id,)).fetchall()
+        try:
+            rows = self.db.execute("SELECT file_name, content FROM feed_reports WHERE feed_id = ?", (feed_id,)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._explain(exc) from None
         return {name: bytes(content) for name, content in rows}
 
     def commit_feed(self, entry: FeedEntry, lines: pl.DataFrame, ledger: pl.DataFrame,

@@ -1,0 +1,952 @@
+"""XML feeds (SPEC §2.4) to a raw frame of String columns: hardened, streaming, one XSD check per message.
+
+How a file is read, in order:
+
+1. Safety before any parsing: the prolog (what precedes the root element) is scanned
+   as bytes; any markup declaration there (`<!DOCTYPE`, and with it every DTD,
+   entity and parameter-entity declaration) rejects the file as `unsafe-xml`
+   without the parser ever seeing it. UTF-16/32 files are scanned after decoding
+   their first bytes.
+2. The root start tag is read with a pull parser (hardened: no entity resolution,
+   no DTD loading, no network, libxml2's size and depth limits kept). Its document
+   info is checked again for a DOCTYPE (a second line of defence for encodings the
+   byte scan cannot read), and the root must be `AmazonEnvelope`.
+3. The file is streamed with `lxml.etree.iterparse` (same hardening), reporting
+   only the end of top-level `Message` elements and of the root. At the first
+   Message the envelope before it is checked (Header against the XSD, MessageType,
+   optional MarketplaceName / PurgeAndReplace / EffectiveDate in order); between
+   messages only whitespace and further Messages may appear. Any envelope break
+   rejects the file (`malformed-xml`, or `unknown-feed-type` for another Amazon
+   MessageType or a `--feed-type` that names the other XML type).
+4. Each Message is validated on its own against a message-level schema (root
+   `Message`, payload fixed to the feed's MessageType, built from the shipped
+   XSDs and compiled once per thread), its records are cut out, and it is cleared
+   and its previous siblings deleted, so memory stays flat in the file size.
+5. Records are gathered as Python rows and moved into frame chunks every CHUNK_ROWS
+   records (all-null columns cost no string buffers); at the end the chunks become
+   one frame (concatenated, not rechunked) and repeated MessageIDs are found in one
+   vectorised pass over a compact per-message index.
+
+Records: an `Item` (OrderAcknowledgement) or `AdjustedItem` (OrderAdjustment) is one
+record; an acknowledgement without Items (and any message whose items cannot be
+found) is one record with item-index 1. `record` is the MessageID; a MessageID that
+is not a whole number from 1 to 18 digits (already a schema violation) is replaced
+by the message's 1-based position in the file so that the record can still be found.
+`line` is where the Item / AdjustedItem starts (the Message, for a record without one).
+
+Schema violations are row issues (`schema-violation`, rank 0). An XSD error inside
+item k (or about item k's own content) belongs to record k only; an error anywhere
+else in the message (MessageID, order fields, a misplaced element, ...) belongs to
+every record of the message. The message lists the XSD's own explanations, made
+readable, with their line numbers. A repeated MessageID gives every record of every
+repeat a `duplicate-message-id` issue (rank 0, after any schema-violation).
+
+Amounts are handed on with exactly two decimals ("5" and "5.5" become "5.00" and
+"5.50"; the sign is kept) once the XSD has accepted them (at most two decimals),
+so validation's amount check applies unchanged. The item's `currency` is the
+`currency` attribute its amounts carry; amounts of one item that name different
+currencies are a schema violation of that record.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+import threading
+from array import array
+from dataclasses import dataclass
+from importlib import resources
+
+import polars as pl
+from lxml import etree
+
+from orderfeeds.errors import FeedError
+from orderfeeds.feedtypes import ADJUSTMENT_REASONS, CANCEL_REASONS, FeedType, Field, Kind
+from orderfeeds.readers.model import ISSUE_SCHEMA, RawFeed, record_columns
+
+# ----------------------------------------------------------------------------- fields
+
+ACTION_TYPES = ("Refund", "Cancel")
+STATUS_CODES = ("Success", "Failure")
+
+# Price components, in the order of the XSD enumeration; each is a column named by its Type.
+PRICE_COMPONENTS = (
+    "Principal", "Shipping", "Tax", "ShippingTax", "RestockingFee", "RestockingFeeTax", "GiftWrap",
+    "GiftWrapTax", "Surcharge", "ReturnShipping", "Goodwill", "ExportCharge", "COD", "CODTax", "Other",
+    "FreeReplacementReturnShipping",
+)
+# PromotionAdjustments components (Type Principal | Shipping), as the flat file names them.
+PROMOTION_COMPONENTS = {"Principal": "PromotionPrincipal", "Shipping": "PromotionShipping"}
+
+
+def _optional(name: str, canonical: str, kind: Kind, choices: tuple[str, ...] = ()) -> Field:
+    return Field(name, canonical, kind, column_required=False, value_required=False, choices=choices)
+
+
+def _required(name: str, canonical: str, kind: Kind, choices: tuple[str, ...] = ()) -> Field:
+    return Field(name, canonical, kind, column_required=True, value_required=True, choices=choices)
+
+
+XML_ACKNOWLEDGEMENT_FIELDS: tuple[Field, ...] = (
+    _required("AmazonOrderID", "order-id", Kind.ORDER_ID),
+    _optional("MerchantOrderID", "merchant-order-id", Kind.TEXT),
+    _required("StatusCode", "status-code", Kind.ENUM, STATUS_CODES),
+    _optional("AmazonOrderItemCode", "order-item-id", Kind.ITEM_CODE),
+    _optional("MerchantOrderItemID", "merchant-order-item-id", Kind.TEXT),
+    _optional("CancelReason", "reason", Kind.ENUM, CANCEL_REASONS),
+    # Absent means "every open unit of the line"; the XSD makes a given Quantity 1 or more.
+    Field("Quantity", "quantity", Kind.COUNT, column_required=False, blank_is_zero=False),
+)
+
+XML_ADJUSTMENT_FIELDS: tuple[Field, ...] = (
+    # The XSD requires AmazonOrderID or MerchantOrderID (and per item the code or the seller's id).
+    _optional("AmazonOrderID", "order-id", Kind.ORDER_ID),
+    _optional("MerchantOrderID", "merchant-order-id", Kind.TEXT),
+    _optional("ActionType", "action-type", Kind.ENUM, ACTION_TYPES),
+    _optional("AmazonOrderItemCode", "order-item-id", Kind.ITEM_CODE),
+    _optional("MerchantOrderItemID", "merchant-order-item-id", Kind.TEXT),
+    _optional("MerchantAdjustmentItemID", "merchant-adjustment-item-id", Kind.TEXT),
+    _required("AdjustmentReason", "reason", Kind.ENUM, ADJUSTMENT_REASONS),
+    # From the `currency` attributes of the item's Amounts; absent when none names one.
+    _optional("currency", "currency", Kind.CURRENCY),
+    *(_optional(name, name, Kind.AMOUNT) for name in PRICE_COMPONENTS),
+    _optional("MerchantPromotionID", "merchant-promotion-id", Kind.TEXT),
+    *(_optional(name, name, Kind.AMOUNT) for name in PROMOTION_COMPONENTS.values()),
+    _optional("QuantityCancelled", "quantity-cancelled", Kind.COUNT),
+    Field("Quantity", "quantity", Kind.COUNT, column_required=False, blank_is_zero=False),
+)
+
+XML_FIELDS: dict[FeedType, tuple[Field, ...]] = {
+    FeedType.XML_ACKNOWLEDGEMENT: XML_ACKNOWLEDGEMENT_FIELDS,
+    FeedType.XML_ADJUSTMENT: XML_ADJUSTMENT_FIELDS,
+}
+
+# MessageType → feed type, and the element that holds one record inside the payload.
+MESSAGE_TYPES: dict[str, FeedType] = {
+    "OrderAcknowledgement": FeedType.XML_ACKNOWLEDGEMENT,
+    "OrderAdjustment": FeedType.XML_ADJUSTMENT,
+}
+PAYLOAD_TAGS: dict[FeedType, str] = {feed_type: tag for tag, feed_type in MESSAGE_TYPES.items()}
+ITEM_TAGS: dict[FeedType, str] = {FeedType.XML_ACKNOWLEDGEMENT: "Item", FeedType.XML_ADJUSTMENT: "AdjustedItem"}
+# Elements read at order level (children of the payload) and item level (children of the item).
+ORDER_ELEMENTS: dict[FeedType, tuple[str, ...]] = {
+    FeedType.XML_ACKNOWLEDGEMENT: ("AmazonOrderID", "MerchantOrderID", "StatusCode"),
+    FeedType.XML_ADJUSTMENT: ("AmazonOrderID", "MerchantOrderID", "ActionType"),
+}
+ITEM_ELEMENTS: dict[FeedType, tuple[str, ...]] = {
+    FeedType.XML_ACKNOWLEDGEMENT: ("AmazonOrderItemCode", "MerchantOrderItemID", "CancelReason", "Quantity"),
+    FeedType.XML_ADJUSTMENT: ("AmazonOrderItemCode", "MerchantOrderItemID", "MerchantAdjustmentItemID",
+                              "AdjustmentReason", "QuantityCancelled", "Quantity"),
+}
+
+# Message types of other Amazon feeds: a file of one of them is a real feed of a type this
+# product does not process (unknown-feed-type), not a broken one (malformed-xml).
+OTHER_AMAZON_MESSAGE_TYPES = frozenset({
+    "CatPIL", "CharacteristicData", "Customer", "FulfillmentCenter", "FulfillmentOrderCancellationRequest",
+    "FulfillmentOrderRequest", "Image", "Inventory", "InvoiceConfirmation", "Item", "Loyalty",
+    "MultiChannelOrderReport", "NavigationReport", "Offer", "OrderFulfillment", "OrderNotificationReport",
+    "OrderReport", "Override", "Price", "ProcessingReport", "Product", "ProductImage", "Relationship",
+    "SettlementReport", "StoreLocator", "WebstoreItem", "CartonContentsRequest", "EasyShipDocument",
+    "ShippingOverride", "SourcingOnDemand", "Lowest",
+})
+
+ROOT_TAG = "AmazonEnvelope"
+# Optional envelope fields between MessageType and the first Message, in this order.
+OPTIONAL_ENVELOPE_TAGS = ("MarketplaceName", "PurgeAndReplace", "EffectiveDate")
+
+# ----------------------------------------------------------------------------- parser settings
+
+# Every parser this module makes: entities never replaced, no DTD, no network, libxml2's
+# limits on depth, text size and amplification kept (huge_tree=False); comments and
+# processing instructions are dropped so that only elements are left in the tree.
+PARSER_OPTIONS = {
+    "resolve_entities": False,
+    "load_dtd": False,
+    "no_network": True,
+    "huge_tree": False,
+    "remove_comments": True,
+    "remove_pis": True,
+}
+HEAD_CHUNK = 64 * 1024
+SNIFF_BYTES = 256 * 1024
+# How much of a UTF-16/32 file is decoded to scan its prolog; beyond it the parser-level
+# DOCTYPE check (step 2) still applies.
+WIDE_PROLOG_BYTES = 4 * 1024 * 1024
+MAX_EXPLANATIONS = 10
+# Records gathered as Python rows before they move into a frame chunk.
+CHUNK_ROWS = 8 * 1024
+
+_XML_SPACE = " \t\r\n"
+_SPACE_RUN = re.compile(rb"[ \t\r\n]*")
+_AMOUNT = re.compile(r"(-?)([0-9]{1,20})(?:\.([0-9]{1,2}))?")
+_MESSAGE_ID = re.compile(r"[0-9]{1,18}")
+
+# ----------------------------------------------------------------------------- schemas
+
+SCHEMA_FILES = ("amzn-base.xsd", "amzn-envelope.xsd", "OrderAcknowledgement.xsd", "OrderAdjustment.xsd",
+                "ProcessingReport.xsd")
+
+# The message-level schema: a Message exactly as amzn-envelope.xsd declares it, with the
+# payload fixed to the feed's MessageType.
+_MESSAGE_SCHEMA = """<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema">
+  <xsd:include schemaLocation="{payload}.xsd"/>
+  <xsd:element name="Message">
+    <xsd:complexType>
+      <xsd:sequence>
+        <xsd:element ref="MessageID"/>
+        <xsd:element ref="OperationType" minOccurs="0"/>
+        <xsd:element ref="{payload}"/>
+      </xsd:sequence>
+    </xsd:complexType>
+  </xsd:element>
+</xsd:schema>"""
+
+
+def schema_text(name: str) -> bytes:
+    """The bytes of one shipped XSD (package data, found through importlib.resources)."""
+    if name not in SCHEMA_FILES:
+        raise KeyError(f"no shipped schema named {name!r}")
+    return (resources.files("orderfeeds") / "schemas" / name).read_bytes()
+
+
+class _PackagedSchemas(etree.Resolver):
+    """Resolves xsd:include of the shipped schemas from the package, never from disk or network."""
+
+    def resolve(self, system_url, public_id, context):
+        name = (system_url or "").replace("\\", "/").rsplit("/", 1)[-1]
+        if name in SCHEMA_FILES:
+            return self.resolve_string(schema_text(name), context, base_url=name)
+        return self.resolve_empty(context)
+
+
+def _schema_parser() -> etree.XMLParser:
+    parser = etree.XMLParser(**PARSER_OPTIONS)
+    parser.resolvers.add(_PackagedSchemas())
+    return parser
+
+
+def _compile(document: bytes, base_url: str) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.fromstring(document, _schema_parser(), base_url=base_url))
+
+
+def load_schema(name: str) -> etree.XMLSchema:
+    """Compile one shipped XSD (e.g. "ProcessingReport.xsd") with its includes."""
+    return _compile(schema_text(name), name)
+
+
+class _Schemas:
+    """The compiled schemas the reader needs. lxml validators keep their error log on the
+    instance, so each thread compiles its own (once) instead of sharing one."""
+
+    def __init__(self) -> None:
+        self.envelope = load_schema("amzn-envelope.xsd")
+        self.message = {
+            feed_type: _compile(_MESSAGE_SCHEMA.format(payload=tag).encode(), f"Message-{tag}.xsd")
+            for feed_type, tag in PAYLOAD_TAGS.items()
+        }
+
+
+_local = threading.local()
+
+
+def _schemas() -> _Schemas:
+    cached = getattr(_local, "schemas", None)
+    if cached is None:
+        cached = _local.schemas = _Schemas()
+    return cached
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class XmlHead:
+    """What the first bytes of an XML file say; every field None when unknown."""
+
+    root: str | None = None
+    message_type: str | None = None
+    merchant_identifier: str | None = None
+
+    @property
+    def feed_type(self) -> FeedType | None:
+        return MESSAGE_TYPES.get(self.message_type or "") if self.root == ROOT_TAG else None
+
+
+def sniff_xml(data: bytes, limit: int = SNIFF_BYTES) -> XmlHead:
+    """Root tag, MessageType and MerchantIdentifier from at most `limit` first bytes.
+
+    Never raises and never resolves anything: a file with a DOCTYPE, broken XML or a
+    MessageType beyond the limit just gives less. `read_xml` decides what is wrong.
+    """
+    if _prolog_declaration(data[:limit]) is not None:
+        return XmlHead()
+    parser = etree.XMLPullParser(events=("start", "end"), **PARSER_OPTIONS)
+    root = message_type = merchant = None
+    depth = 0
+    try:
+        for start in range(0, min(len(data), limit), HEAD_CHUNK):
+            parser.feed(data[start:min(start + HEAD_CHUNK, limit)])
+            for event, elem in parser.read_events():
+                if event == "start":
+                    depth += 1
+                    if depth == 1:
+                        if _has_doctype(elem) or elem.tag != ROOT_TAG:
+                            return XmlHead(root=None if _has_doctype(elem) else _tag_name(elem))
+                        root = elem.tag
+                    elif depth == 2 and elem.tag == "Message":
+                        return XmlHead(root, message_type, merchant)
+                    continue
+                depth -= 1
+                if depth == 2 and elem.tag == "MerchantIdentifier" and elem.getparent().tag == "Header":
+                    merchant = _text(elem)
+                elif depth == 1 and elem.tag == "MessageType":
+                    message_type = _text(elem)
+                    return XmlHead(root, message_type, merchant)
+    except (etree.LxmlError, ValueError, LookupError):
+        pass
+    return XmlHead(root, message_type, merchant)
+
+
+def detect_xml(data: bytes) -> FeedType | None:
+    """The XML feed type named by the MessageType in the first bytes, or None."""
+    return sniff_xml(data).feed_type
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_xml(data: bytes, feed_type: FeedType | None, max_bytes: int) -> RawFeed:
+    """Raw records of an XML feed, or a FeedError naming why the whole file is rejected."""
+    if len(data) > max_bytes:
+        raise FeedError("feed-too-large", f"the file has {len(data):,} bytes; the limit is {max_bytes:,}")
+    if feed_type is not None and not feed_type.is_xml:
+        raise FeedError("unknown-feed-type", f"the file is XML, not a flat {feed_type.value} feed")
+    _reject_prolog_declarations(data)
+    _check_root(data)
+    return _Reader(feed_type).read(data)
+
+
+class _Reader:
+    """One pass over one file; holds the rows and issues built so far."""
+
+    def __init__(self, wanted: FeedType | None):
+        self.wanted = wanted
+        self.feed_type: FeedType | None = None
+        self.fields: tuple[Field, ...] = ()
+        self.position: dict[str, int] = {}
+        self.order_position: dict[str, int] = {}
+        self.item_position: dict[str, int] = {}
+        self.price_position: dict[str, int] = {}
+        self.promotion_position: dict[str, int] = {}
+        self.promotion_id = self.currency = -1
+        self.payload_tag = self.item_tag = ""
+        self.schema: etree.XMLSchema | None = None
+        # Rows are stored as tuples: tuples of strings are untracked by the cyclic GC, lists are not.
+        self.rows: list[tuple[str | None, ...]] = []
+        self.records: list[int] = []
+        self.lines: list[int] = []
+        self.item_index: list[int] = []
+        self.chunks: list[pl.DataFrame] = []
+        self.flushed = 0  # records already moved into `chunks`
+        self.issues: tuple[list[int], list[int], list[str], list[str]] = ([], [], [], [])
+        # Per message, compactly: MessageID (-1 when not a number), start line, first seq, record count.
+        # Repeated MessageIDs are found from these at the end, in one vectorised pass.
+        self.message_ids, self.message_lines = array("q"), array("q")
+        self.message_seqs, self.message_sizes = array("q"), array("q")
+        self.messages = 0
+        self.root: etree._Element | None = None
+
+    # -- the stream --------------------------------------------------------------
+
+    def read(self, data: bytes) -> RawFeed:
+        events = etree.iterparse(io.BytesIO(data), events=("end",), tag=("Message", ROOT_TAG), **PARSER_OPTIONS)
+        root = None
+        try:
+            for _, elem in events:
+                if elem.tag == "Message":
+                    parent = elem.getparent()
+                    if root is None:
+                        if parent is None or parent.getparent() is not None:
+                            continue  # a Message nested deeper is part of its message (and its XSD error)
+                        root = parent
+                        self._first_message(elem, root)
+                    elif parent is not root:
+                        continue
+                    else:
+                        self._next_message(elem, root)
+                elif elem.getparent() is None:
+                    self._finish(elem)
+        except etree.XMLSyntaxError as exc:
+            raise _malformed(exc, events.error_log) from None
+        return self._raw_feed()
+
+    def _first_message(self, elem: etree._Element, root: etree._Element) -> None:
+        before = list(elem.itersiblings(preceding=True))
+        before.reverse()
+        self.root = root
+        self._envelope(root, before, elem)
+        self._done(elem, root, len(before))
+
+    def _next_message(self, elem: etree._Element, root: etree._Element) -> None:
+        # Normally exactly one element precedes: the previous (processed, cleared) Message.
+        count = 0
+        for other in elem.itersiblings(preceding=True):
+            if other.tag != "Message":
+                raise _envelope_break(other, "is not part of the envelope; only Message elements may follow the "
+                                             "first Message")
+            tail = other.tail
+            if tail is not None and tail.strip(_XML_SPACE):
+                _check_tail(other)
+            count += 1
+        self._done(elem, root, count)
+
+    def _done(self, elem: etree._Element, root: etree._Element, before: int) -> None:
+        self.messages += 1
+        self._records(elem)
+        if len(self.rows) >= CHUNK_ROWS:
+            self._flush()
+        # Memory stays flat: this message is done and nothing before it is needed again.
+        # Its tail may still be growing in the parser, so it is kept.
+        elem.clear(keep_tail=True)
+        if before:
+            del root[:before]
+
+    def _finish(self, root: etree._Element) -> None:
+        children = list(root)
+        if self.root is None:
+            self._envelope(root, children, None)
+            raise FeedError("malformed-xml", f"line {root.sourceline}: the AmazonEnvelope has no Message; a feed "
+                            "has one Message per order", line=root.sourceline)
+        for child in children:
+            if child.tag != "Message":
+                raise _envelope_break(child, "is not part of the envelope; only Message elements may follow the "
+                                             "first Message")
+            _check_tail(child)
+
+    # -- the envelope ------------------------------------------------------------
+
+    def _envelope(self, root: etree._Element, before: list[etree._Element], first: etree._Element | None) -> None:
+        """Header, MessageType and the optional fields before the first Message (SPEC §2.4)."""
+        _check_text(root.text, root, "before the Header")
+        where = first if first is not None else root
+        parts = iter(before)
+        header = next(parts, None)
+        if header is None or header.tag != "Header":
+            found = f"<{_tag_name(header)}>" if header is not None else "a Message"
+            node = header if header is not None else where
+            raise FeedError("malformed-xml", f"line {node.sourceline}: the AmazonEnvelope must start with a Header "
+                            f"(DocumentVersion, MerchantIdentifier), but {found} comes first", line=node.sourceline)
+        _validate_envelope_part(header)
+        kind = next(parts, None)
+        if kind is None or kind.tag != "MessageType":
+            node = kind if kind is not None else where
+            found = f"<{_tag_name(kind)}>" if kind is not None else ("a Message" if first is not None else "nothing")
+            raise FeedError("malformed-xml", f"line {node.sourceline}: the Header must be followed by MessageType "
+                            f"(OrderAcknowledgement or OrderAdjustment), but {found} follows it", line=node.sourceline)
+        self._message_type(kind)
+        last = -1
+        for part in parts:
+            index = OPTIONAL_ENVELOPE_TAGS.index(part.tag) if part.tag in OPTIONAL_ENVELOPE_TAGS else -1
+            if index <= last:
+                raise _envelope_break(part, "is not part of the envelope here; after MessageType come only "
+                                            f"{', '.join(OPTIONAL_ENVELOPE_TAGS)} (each at most once, in this "
+                                            "order) and then the Messages")
+            _validate_envelope_part(part)
+            last = index
+        for part in before:
+            _check_tail(part)
+
+    def _message_type(self, elem: etree._Element) -> None:
+        line = elem.sourceline
+        value = _text(elem)
+        if len(elem):
+            raise _envelope_break(elem, "must hold only the message type's name, not elements")
+        if value is None:
+            raise FeedError("malformed-xml", f"line {line}: MessageType is empty; it names the feed's message type "
+                            "(OrderAcknowledgement or OrderAdjustment)", line=line)
+        found = MESSAGE_TYPES.get(value)
+        if found is None:
+            if value in OTHER_AMAZON_MESSAGE_TYPES:
+                raise FeedError("unknown-feed-type", f"line {line}: MessageType '{value}' is an Amazon feed this "
+                                "product does not process; it reads OrderAcknowledgement "
+                                f"({FeedType.XML_ACKNOWLEDGEMENT.value}) and OrderAdjustment "
+                                f"({FeedType.XML_ADJUSTMENT.value}) feeds", line=line)
+            raise FeedError("malformed-xml", f"line {line}: MessageType '{_shown(value)}' is not a message type of an "
+                            "Amazon feed; use OrderAcknowledgement or OrderAdjustment", line=line)
+        if self.wanted is not None and self.wanted is not found:
+            raise FeedError("unknown-feed-type", f"line {line}: the file is an {value} feed ({found.value}), not a "
+                            f"{self.wanted.value} feed as the feed type given says", line=line)
+        self.feed_type = found
+        self.fields = XML_FIELDS[found]
+        self.payload_tag, self.item_tag = PAYLOAD_TAGS[found], ITEM_TAGS[found]
+        self.schema = _schemas().message[found]
+        position = self.position = {f.name: i for i, f in enumerate(self.fields)}
+        self.order_position = {name: position[name] for name in ORDER_ELEMENTS[found]}
+        self.item_position = {name: position[name] for name in ITEM_ELEMENTS[found]}
+        if found is FeedType.XML_ADJUSTMENT:
+            self.price_position = {name: position[name] for name in PRICE_COMPONENTS}
+            self.promotion_position = {kind: position[name] for kind, name in PROMOTION_COMPONENTS.items()}
+            self.promotion_id, self.currency = position["MerchantPromotionID"], position["currency"]
+
+    # -- one message -------------------------------------------------------------
+
+    def _records(self, message: etree._Element) -> None:
+        # The hot path: one pass over each level, no ElementPath, no per-field function calls.
+        explained_whole: list[str] = []
+        explained_items: dict[int, list[str]] = {}
+        schema = self.schema
+        if not schema.validate(message):
+            explained_whole, explained_items = _explain(schema.error_log, self.payload_tag, self.item_tag)
+
+        message_id = payload = None
+        for child in message:
+            tag = child.tag
+            if tag == "MessageID":
+                if message_id is None:
+                    message_id = (child.text or "").strip(_XML_SPACE)
+            elif tag == self.payload_tag and payload is None:
+                payload = child
+        if message_id and _MESSAGE_ID.fullmatch(message_id) and int(message_id) > 0:
+            record, numbered = int(message_id), True
+        else:
+            record, numbered = self.messages, False  # see the module doc
+
+        base: list[str | None] = [None] * len(self.fields)
+        items: list[etree._Element] = []
+        if payload is not None:
+            order_position, item_tag = self.order_position, self.item_tag
+            for child in payload:
+                tag = child.tag
+                if tag == item_tag:
+                    items.append(child)
+                    continue
+                index = order_position.get(tag)  # type: ignore[arg-type]
+                if index is not None and base[index] is None:
+                    text = child.text
+                    if text is not None:
+                        base[index] = text.strip(_XML_SPACE) or None
+
+        self.message_ids.append(record if numbered else -1)
+        self.message_lines.append(message.sourceline)
+        self.message_seqs.append(self.flushed + len(self.rows))
+        self.message_sizes.append(len(items) or 1)
+
+        rows, fill_item = self.rows, self._fill_item
+        if not items:
+            rows.append(tuple(base))
+            self.records.append(record)
+            self.lines.append(message.sourceline)
+            self.item_index.append(1)
+            problems = explained_whole
+            if problems:
+                self._problems(self.flushed + len(rows) - 1, record, numbered, message, problems)
+            return
+        last = len(items) - 1
+        for position, item in enumerate(items):
+            row = base if position == last else base.copy()
+            currency_problem = fill_item(item, row)
+            rows.append(tuple(row))
+            self.records.append(record)
+            self.lines.append(item.sourceline)
+            self.item_index.append(position + 1)
+            problems = explained_whole
+            if explained_items or currency_problem:
+                problems = problems + explained_items.get(position + 1, [])
+                if currency_problem:
+                    problems.append(f"line {item.sourceline}, {self.item_tag}: {currency_problem}")
+            if problems:
+                self._problems(self.flushed + len(rows) - 1, record, numbered, message, problems)
+
+    def _problems(self, seq: int, record: int, numbered: bool, message: etree._Element, problems: list[str]) -> None:
+        if numbered:
+            label = f"message {record}"
+        else:
+            label = (f"the message on line {message.sourceline} (its MessageID is not a whole number, so the "
+                     f"report shows it as record {record}, its position in the file)")
+        shown = problems[:MAX_EXPLANATIONS]
+        more = len(problems) - len(shown)
+        self._issue(seq, "schema-violation", f"{label} does not match the {self.payload_tag} message schema: "
+                    + "; ".join(shown) + (f"; and {more} more" if more else ""))
+
+    def _fill_item(self, item: etree._Element, row: list[str | None]) -> str | None:
+        """Item fields into `row`; a sentence when the item's amounts disagree on currency."""
+        item_position = self.item_position
+        if self.feed_type is FeedType.XML_ACKNOWLEDGEMENT:
+            for child in item:
+                index = item_position.get(child.tag)  # type: ignore[arg-type]
+                if index is not None and row[index] is None:
+                    text = child.text
+                    if text is not None:
+                        row[index] = text.strip(_XML_SPACE) or None
+            return None
+        currencies: dict[str, None] = {}
+        for child in item:
+            tag = child.tag
+            if tag == "ItemPriceAdjustments":
+                for component in child:
+                    if component.tag == "Component":
+                        _component(component, self.price_position, row, currencies)
+            elif tag == "PromotionAdjustments":
+                for part in child:
+                    if part.tag == "Component":
+                        _component(part, self.promotion_position, row, currencies)
+                    elif part.tag == "MerchantPromotionID" and row[self.promotion_id] is None:
+                        row[self.promotion_id] = _text(part)
+            else:
+                index = item_position.get(tag)  # type: ignore[arg-type]
+                if index is not None and row[index] is None:
+                    text = child.text
+                    if text is not None:
+                        row[index] = text.strip(_XML_SPACE) or None
+        if currencies:
+            row[self.currency] = next(iter(currencies))
+            if len(currencies) > 1:
+                return (f"the amounts of this item name different currencies ({', '.join(currencies)}); all "
+                        "amounts of one item are in the order's currency")
+        return None
+
+    def _issue(self, seq: int, error: str, message: str) -> None:
+        seqs, ranks, errors, messages = self.issues
+        seqs.append(seq)
+        ranks.append(0)
+        errors.append(error)
+        messages.append(message)
+
+    # -- the frame ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Turn the rows gathered so far into a frame chunk: Python objects stay few, Arrow holds the rest."""
+        n = len(self.rows)
+        if not n:
+            return
+        values: dict[str, pl.Series] = {}
+        for field, column in zip(self.fields, zip(*self.rows, strict=True), strict=True):
+            # Most columns of most chunks are empty; an all-null column needs no string buffers.
+            values[field.name] = (pl.repeat(None, n, dtype=pl.String, eager=True) if column.count(None) == n
+                                  else pl.Series(field.name, column, dtype=pl.String))
+        self.chunks.append(pl.DataFrame({
+            "_record": pl.Series(self.records, dtype=pl.Int64),
+            "_line": pl.Series(self.lines, dtype=pl.Int64),
+            "_item": pl.Series(self.item_index, dtype=pl.Int32),
+            **values,
+        }))
+        self.flushed += n
+        self.rows, self.records, self.lines, self.item_index = [], [], [], []
+
+    def _duplicates(self) -> pl.DataFrame:
+        """`duplicate-message-id` for every record of every message whose MessageID an earlier one has."""
+        ids = pl.Series("id", self.message_ids, dtype=pl.Int64)
+        if ids.filter(ids > 0).is_unique().all():
+            return pl.DataFrame(schema=ISSUE_SCHEMA)
+        messages = pl.DataFrame([
+            ids, pl.Series("line", self.message_lines, dtype=pl.Int64),
+            pl.Series("seq", self.message_seqs, dtype=pl.Int64), pl.Series("size", self.message_sizes, dtype=pl.Int64),
+        ]).with_row_index("order")
+        numbered = messages.filter(pl.col("id") > 0)
+        first = numbered.group_by("id").agg(pl.col("order").min().alias("first"),
+                                            pl.col("line").sort_by("order").first().alias("first-line"))
+        repeats = numbered.join(first, on="id").filter(pl.col("order") != pl.col("first"))
+        return repeats.select(
+            pl.int_ranges(pl.col("seq"), pl.col("seq") + pl.col("size")).alias("seq"), "id", "first-line",
+        ).explode("seq").sort("seq").select(
+            pl.col("seq").cast(pl.UInt32),
+            pl.lit(0, pl.Int32).alias("rank"),
+            pl.lit("duplicate-message-id").alias("error"),
+            pl.format("MessageID {} is used again; the message on line {} already has it, so this one is not "
+                      "applied. Give every message its own MessageID", pl.col("id"), pl.col("first-line")).alias("message"),
+        ).cast(ISSUE_SCHEMA)
+
+    def _raw_feed(self) -> RawFeed:
+        assert self.feed_type is not None  # _finish raised otherwise
+        self._flush()
+        n = self.flushed
+        # No rechunk: copying every string column into one buffer would cost far more memory than the frame.
+        frame = pl.concat(self.chunks, rechunk=False).select(
+            *record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item")),
+            *[pl.col(f.name) for f in self.fields],
+        )
+        seqs, ranks, errors, messages = self.issues
+        issues = pl.concat([
+            pl.DataFrame({"seq": seqs, "rank": ranks, "error": errors, "message": messages}, schema=ISSUE_SCHEMA),
+            self._duplicates(),
+        ]).sort("seq", maintain_order=True)
+        return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
+                       column_order=tuple(f.name for f in self.fields))
+
+
+def _component(component: etree._Element, positions: dict[str, int], row: list[str | None],
+               currencies: dict[str, None]) -> None:
+    """One Component: its Amount into the column its Type names, its currency into `currencies`."""
+    kind = amount = None
+    for part in component:
+        tag = part.tag
+        if tag == "Type":
+            if kind is None:
+                kind = _text(part)
+        elif tag == "Amount" and amount is None:
+            amount = part
+    if amount is None:
+        return
+    currency = amount.get("currency")
+    if currency is not None:
+        currency = currency.strip(_XML_SPACE)
+        if currency:
+            currencies.setdefault(currency, None)
+    index = positions.get(kind) if kind is not None else None  # type: ignore[arg-type]
+    if index is not None and row[index] is None:
+        # A repeated Type is an XSD error (identity constraint); the first one is kept.
+        row[index] = _amount_text(_text(amount))
+
+
+# ----------------------------------------------------------------------------- safety checks
+
+
+def _prolog_declaration(data: bytes) -> int | None:
+    """Line of a markup declaration (`<!DOCTYPE`, `<!ENTITY`, ...) before the root element, if any."""
+    text = _prolog_bytes(data)
+    i = 0
+    if text.startswith(codecs.BOM_UTF8):
+        i = len(codecs.BOM_UTF8)
+    while True:
+        i = _SPACE_RUN.match(text, i).end()
+        if text.startswith(b"<?", i):
+            end = text.find(b"?>", i + 2)
+        elif text.startswith(b"<!--", i):
+            end = text.find(b"-->", i + 4)
+        elif text.startswith(b"<!", i):
+            return text.count(b"\n", 0, i) + 1
+        else:
+            return None
+        if end < 0:
+            return None  # unterminated: the parser reports it (or meets the declaration itself)
+        i = end + 2 if text[end] == ord("?") else end + 3
+
+
+def _prolog_bytes(data: bytes) -> bytes:
+    """The file's start in an ASCII-compatible form: UTF-16/32 files are decoded (their start)."""
+    wide = None
+    for mark, codec in ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+                        (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(mark):
+            wide = (data[len(mark):WIDE_PROLOG_BYTES], codec)
+            break
+    else:
+        for start, codec in ((b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+                             (b"\x00<\x00", "utf-16-be"), (b"<\x00", "utf-16-le")):
+            if data.startswith(start):
+                wide = (data[:WIDE_PROLOG_BYTES], codec)
+                break
+    if wide is None:
+        return data  # UTF-8 or another ASCII-compatible encoding: markup bytes are ASCII
+    chunk, codec = wide
+    return chunk.decode(codec, errors="replace").encode("utf-8")
+
+
+def _reject_prolog_declarations(data: bytes) -> None:
+    line = _prolog_declaration(data)
+    if line is not None:
+        raise FeedError("unsafe-xml", f"line {line}: the file declares a document type (<!DOCTYPE ...>) or other "
+                        "markup declarations before the root element; XML feeds may not contain a DOCTYPE, DTD or "
+                        "entity declarations, so the file is not read", line=line)
+
+
+def _has_doctype(elem: etree._Element) -> bool:
+    info = elem.getroottree().docinfo
+    return bool(info.doctype) or info.internalDTD is not None or info.externalDTD is not None \
+        or bool(info.system_url) or bool(info.public_id)
+
+
+def _check_root(data: bytes) -> None:
+    """Parse up to the root start tag: it must be AmazonEnvelope, and no DOCTYPE may precede it."""
+    parser = etree.XMLPullParser(events=("start",), **PARSER_OPTIONS)
+    try:
+        for start in range(0, len(data), HEAD_CHUNK):
+            parser.feed(data[start:start + HEAD_CHUNK])
+            for _, elem in parser.read_events():
+                if _has_doctype(elem):
+                    line = elem.sourceline
+                    raise FeedError("unsafe-xml", f"line {line}: the file has a document type declaration "
+                                    "(<!DOCTYPE ...>); XML feeds may not contain a DOCTYPE, DTD or entity "
+                                    "declarations, so the file is not read", line=line)
+                if elem.tag != ROOT_TAG:
+                    line = elem.sourceline
+                    raise FeedError("malformed-xml", f"line {line}: the root element is <{_tag_name(elem)}>, but an "
+                                    f"XML feed is an {ROOT_TAG} (with no namespace)", line=line)
+                return
+        parser.close()
+    except etree.XMLSyntaxError as exc:
+        raise _malformed(exc, parser.error_log) from None
+    raise FeedError("malformed-xml", "the file has no root element; an XML feed is an AmazonEnvelope")
+
+
+_LIMIT_ERRORS = ("excessive depth", "huge text", "huge input", "amplification", "entity reference loop",
+                 "resource limit", "too large", "xml_parse_huge")
+
+
+def _malformed(exc: etree.XMLSyntaxError, log) -> FeedError:
+    """`malformed-xml` with libxml2's own reason and where it is; parser limits are `unsafe-xml`."""
+    entry = None
+    for candidate in log or ():
+        if candidate.level >= etree.ErrorLevels.ERROR:
+            entry = candidate
+            break
+    if entry is not None:
+        reason, line, column = entry.message, entry.line, entry.column
+    else:
+        reason = re.sub(r", line \d+, column \d+$", "", str(exc.msg or exc))
+        line, column = exc.position if exc.position else (0, 0)
+    reason = reason.strip().rstrip(".")
+    if any(word in reason.lower() for word in _LIMIT_ERRORS):
+        return FeedError("unsafe-xml", f"the file exceeds the XML parser's safety limits ({reason}) at line {line}, "
+                         f"column {column}; nesting, text and entity sizes are limited so that no file can exhaust "
+                         "memory", line=line or None)
+    return FeedError("malformed-xml", f"the file is not well-formed XML: {reason} (line {line}, column {column})",
+                     line=line or None)
+
+
+def _envelope_break(elem: etree._Element, what: str) -> FeedError:
+    line = elem.sourceline
+    return FeedError("malformed-xml", f"line {line}: <{_tag_name(elem)}> {what}", line=line)
+
+
+def _check_text(text: str | None, near: etree._Element, where: str) -> None:
+    if text is not None and text.strip(_XML_SPACE):
+        line = near.sourceline
+        raise FeedError("malformed-xml", f"line {line}: the AmazonEnvelope holds text '{_shown(text.strip())}' "
+                        f"{where}; it may hold only elements", line=line)
+
+
+def _check_tail(elem: etree._Element) -> None:
+    _check_text(elem.tail, elem, f"after <{_tag_name(elem)}>")
+
+
+def _validate_envelope_part(elem: etree._Element) -> None:
+    schema = _schemas().envelope
+    if not schema.validate(elem):
+        reasons = [_readable(e) for e in _relevant(schema.error_log)]
+        line = elem.sourceline
+        raise FeedError("malformed-xml", f"line {line}: the envelope's {elem.tag} does not match the schema: "
+                        + "; ".join(reasons[:MAX_EXPLANATIONS]), line=line)
+
+
+# ----------------------------------------------------------------------------- XSD explanations
+
+_ITEM_STEP = re.compile(r"(?P<tag>[^/\[]+)(?:\[(?P<n>[0-9]+)\])?")
+_FACET = re.compile(r"\[facet '[^']*'\] ")
+_WHERE = re.compile(r"Element '(?P<element>[^']*)'(?:, attribute '(?P<attribute>[^']*)')?: (?P<body>.*)", re.S)
+_ENUMERATION = re.compile(r"is not an element of the set \{(?P<values>.*)\}")
+_ATOMIC = re.compile(r"is not a valid value of the atomic type '(?P<type>[^']*)'")
+_PATTERN = re.compile(r"is not accepted by the pattern '(?P<pattern>.*)'")
+
+TYPE_HINTS = {
+    "MessageIDType": "a whole number from 1, at most 18 digits",
+    "PositiveCount": "a whole number of 1 or more",
+    "NonNegativeCount": "a whole number of 0 or more",
+    "BaseCurrencyAmount": "an amount with at most two decimals, like 12.50",
+    "CurrencyAmount": "an amount with at most two decimals, like 12.50",
+    "xs:boolean": "true or false",
+    "xs:dateTime": "a date and time such as 2024-05-01T10:00:00Z",
+}
+PATTERN_HINTS = {
+    r"\w{3}-\w{7}-\w{7}": "an order id has the form 3-7-7, like 111-2223334-4445550",
+    "[0-9]{14}": "an order item code has 14 digits, like 20000000000001",
+    "[A-Z]{3}": "a currency is an ISO 4217 code such as USD",
+    r"-?[0-9]{1,20}(\.[0-9]{1,2})?": "an amount has at most two decimals, no plus sign, no thousands separators "
+                                     "and no exponent, like 12.50",
+    "[0-9]{1,9}": "a number of units is written with digits only",
+    "[0-9]{1,18}": "a MessageID is written with digits only",
+    r"[0-9]{1,2}\.[0-9]{1,2}": "a DocumentVersion looks like 1.01",
+}
+
+
+def _relevant(log) -> list:
+    """Schema errors worth showing: libxml2's follow-up notes and repeats about the same node dropped."""
+    kept, seen = [], set()
+    for entry in log:
+        message = entry.message
+        if "No precomputed value available" in message:
+            continue
+        key = (entry.path, message.split(": ", 1)[0])
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(entry)
+    return kept
+
+
+def _explain(log, payload_tag: str, item_tag: str) -> tuple[list[str], dict[int, list[str]]]:
+    """XSD errors as sentences: those about the message as a whole, and those of each item."""
+    whole: list[str] = []
+    items: dict[int, list[str]] = {}
+    for entry in _relevant(log):
+        index = _item_of(entry.path or "", entry.message, payload_tag, item_tag)
+        (whole if index is None else items.setdefault(index, [])).append(_readable(entry))
+    return whole, items
+
+
+def _item_of(path: str, message: str, payload_tag: str, item_tag: str) -> int | None:
+    """The 1-based item an error path lies in (or is about), None for the message as a whole."""
+    steps = path.split("/")
+    # ["", "Message", payload, item, ...]
+    if len(steps) < 4 or steps[1] != "Message" or steps[2] not in (payload_tag, f"{payload_tag}[1]"):
+        return None
+    step = _ITEM_STEP.fullmatch(steps[3])
+    if step is None or step["tag"] != item_tag:
+        return None
+    if len(steps) == 4 and "This element is not expected" in message:
+        return None  # the item itself is out of place: the message's structure is broken
+    return int(step["n"] or 1)
+
+
+def _readable(entry) -> str:
+    """One libxml2 schema error as 'line L, Element/@attribute: explanation'."""
+    message = _FACET.sub("", entry.message.strip())
+    match = _WHERE.fullmatch(message)
+    if match is None:
+        return f"line {entry.line}: {message}"
+    where = match["element"] + (f"/@{match['attribute']}" if match["attribute"] else "")
+    body = match["body"]
+    body = _ENUMERATION.sub(
+        lambda m: "is not an allowed value; use one of " + ", ".join(v.strip().strip("'") for v in m["values"].split(",")),
+        body)
+    body = _ATOMIC.sub(lambda m: f"is not a valid {m['type']}" + (f" ({TYPE_HINTS[m['type']]})" if m["type"] in TYPE_HINTS else ""), body)
+    body = _PATTERN.sub(lambda m: f"does not have the required form: {PATTERN_HINTS.get(m['pattern'], 'pattern ' + m['pattern'])}", body)
+    return f"line {entry.line}, {where}: {body.rstrip('.')}"
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _text(elem: etree._Element) -> str | None:
+    text = elem.text
+    if text is None:
+        return None
+    text = text.strip(_XML_SPACE)
+    return text or None
+
+
+def _amount_text(text: str | None) -> str | None:
+    """An XSD-valid amount with exactly two decimals; anything else is handed on as written."""
+    if text is None:
+        return None
+    match = _AMOUNT.fullmatch(text)
+    if match is None:
+        return text
+    sign, whole, fraction = match.groups()
+    return f"{sign}{whole}.{(fraction or '').ljust(2, '0')}"
+
+
+def _tag_name(elem: etree._Element | None) -> str:
+    if elem is None:
+        return ""
+    tag = elem.tag
+    if not isinstance(tag, str):
+        return "?"
+    return _shown(tag)
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Input text quoted in a message: one line, cut to a readable length."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
