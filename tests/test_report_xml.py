@@ -17,7 +17,7 @@ from orderfeeds.report_xml import document_transaction_id, message_counts, rende
 
 ROOT = Path(__file__).resolve().parents[1]
 ACK = (ROOT / "samples" / "feeds" / "order-acknowledgement.xml").read_bytes()
-ADJ = (ROOT / "samples" / "feeds" / "order-adjustment.xml").read_bytes()
+ADJ = (ROOT / "samples" / "feeds" / "payment-adjustment.xml").read_bytes()
 SHA = "9f2c" * 16
 
 

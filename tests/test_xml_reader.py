@@ -28,7 +28,7 @@ from orderfeeds.readers.xml import (
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "feeds"
 ACK = (SAMPLES / "order-acknowledgement.xml").read_bytes()
-ADJ = (SAMPLES / "order-adjustment.xml").read_bytes()
+ADJ = (SAMPLES / "payment-adjustment.xml").read_bytes()
 LIMIT = 10**9
 
 HEADER = "<Header><DocumentVersion>1.01</DocumentVersion><MerchantIdentifier>M_1</MerchantIdentifier></Header>"
