@@ -190,7 +190,7 @@ def snapshot_import(file: Path, state_url: str) -> None:
 def snapshot_export(file: Path, state_url: str) -> None:
     """Write the current order state to FILE, sorted by order and item (a valid --snapshot)."""
     def action() -> int:
-        store = open_store(state_url)
+        store = open_store(state_url, must_exist=True)
         try:
             lines = store.export_lines()
         finally:
@@ -208,7 +208,7 @@ def snapshot_export(file: Path, state_url: str) -> None:
 def history(state_url: str, limit: int) -> None:
     """The processed feeds, newest first, with their counts."""
     def action():
-        store = open_store(state_url)
+        store = open_store(state_url, must_exist=True)
         try:
             return store.feeds()[:limit]
         finally:
@@ -227,7 +227,7 @@ def history(state_url: str, limit: int) -> None:
 def explain(order_id: str, state_url: str) -> None:
     """ORDER-ID's lines, their current state, and every effect applied to them."""
     def action():
-        store = open_store(state_url)
+        store = open_store(state_url, must_exist=True)
         try:
             lines = store.load_lines(pl.Series([order_id]), pl.Series([order_id]))
             return lines, store.order_effects(order_id)

@@ -147,6 +147,16 @@ def ready_files(inbox: Path, settle_seconds: float) -> list[Path]:
     return sorted(first, key=lambda p: (first[p][1], p.name))
 
 
+def _sweep(root: Path) -> None:
+    """Remove what a killed run or a writer left behind: half-written report temporaries
+    (never renamed, so never seen as reports) and `.done` markers whose feed is gone."""
+    for temporary in (root / "reports").glob(".*.tmp"):
+        temporary.unlink(missing_ok=True)
+    for marker in (root / "inbox").glob("*" + MARKER):
+        if not marker.with_name(marker.name[: -len(MARKER)]).exists():
+            marker.unlink(missing_ok=True)
+
+
 def run_spool(options: RunOptions, log: Callable[[str], None] = lambda line: None,
               progress: Callable[[str], None] | None = None) -> RunReport:
     """Process every ready feed in the inbox against the persistent state."""
@@ -154,6 +164,7 @@ def run_spool(options: RunOptions, log: Callable[[str], None] = lambda line: Non
     for folder in FOLDERS:
         (root / folder).mkdir(parents=True, exist_ok=True)
     with _SpoolLock(root):
+        _sweep(root)
         store = open_store(options.state_url, root)
         try:
             report = RunReport()

@@ -68,12 +68,17 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str, root: Path | None = None) -> StateStore:
-    """The store a URL names: `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`."""
+def open_store(url: str, root: Path | None = None, must_exist: bool = False) -> StateStore:
+    """The store a URL names: `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`.
+
+    `must_exist` is for commands that only read: they must not create an empty state.
+    """
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if root is not None and not path.is_absolute() and url == DEFAULT_URL:
             path = root / "state.db"
+        if must_exist and not path.exists():
+            raise StateError(f"there is no state database at {path}; load one with `orderfeeds snapshot import FILE`")
         return SqliteStore(path)
     raise StateError(f"unsupported state URL '{url}'; use sqlite:///path/to/state.db")
 
