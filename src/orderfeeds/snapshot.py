@@ -111,9 +111,13 @@ def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str], int]:
     if separator == "," and '"' in text:
         return _quoted_csv_rows(text, name)
     header = [h.strip(" ").lstrip("\ufeff") for h in first["text"].split(separator)]
-    body = lines.slice(1).with_columns(pl.col("text").str.split(separator).alias("_f"))
-    body = body.select("line", pl.col("_f").list.len().alias("_n"),
-                       *[pl.col("_f").list.get(i, null_on_oob=True).alias(h) for i, h in _wanted(header)])
+    body = lines.slice(1)
+    # split_exact yields every field as one struct in a single pass; the separator count
+    # catches ragged lines, whose extra fields split_exact would silently drop.
+    fields = body.select(pl.col("text").str.split_exact(separator, len(header) - 1)).unnest("text")
+    fields.columns = [f"_{i}" for i in range(len(header))]
+    body = pl.concat([body.select("line", (pl.col("text").str.count_matches(separator, literal=True) + 1).alias("_n")),
+                      fields.select(pl.col(f"_{i}").alias(h) for i, h in _wanted(header))], how="horizontal")
     return _rows(name, body, header), header, first["line"]
 
 
@@ -201,15 +205,18 @@ def _check_consistency(name: str, where: str, state: pl.DataFrame) -> None:
     for row in over.head(MAX_LISTED).iter_rows(named=True):
         problems.append(f"{name} {where} {row['line']}, column quantity-shipped: {row['quantity-shipped']} shipped plus "
                         f"{row['quantity-cancelled']} cancelled is more than the {row['quantity-ordered']} ordered")
-    repeated = state.filter(pl.struct(KEY).is_duplicated())
-    for row in repeated.unique(KEY, keep="last", maintain_order=True).head(MAX_LISTED).iter_rows(named=True):
+    repeated = (state.group_by(KEY).agg(pl.col("line").max(), pl.len().alias("_n")).filter(pl.col("_n") > 1)
+                .sort("line"))
+    for row in repeated.head(MAX_LISTED).iter_rows(named=True):
         problems.append(f"{name} {where} {row['line']}, column order-item-id: order {row['order-id']} item "
                         f"{row['order-item-id']} appears on more than one line")
-    for column in ("order-status", "fulfillment-channel", "currency"):
-        mixed = state.filter(pl.col(column).n_unique().over("order-id") > 1)
-        for row in mixed.unique("order-id", keep="last", maintain_order=True).head(MAX_LISTED).iter_rows(named=True):
-            problems.append(f"{name} {where} {row['line']}, column {column}: order {row['order-id']} has lines "
-                            f"with different {column} values; one order has one {column}")
+    columns = ("order-status", "fulfillment-channel", "currency")
+    mixed = (state.group_by("order-id").agg(pl.col("line").max(), *[pl.col(c).n_unique() for c in columns])
+             .filter(pl.any_horizontal(pl.col(c) > 1 for c in columns)).sort("line"))
+    for row in mixed.head(MAX_LISTED).iter_rows(named=True):
+        column = next(c for c in columns if row[c] > 1)
+        problems.append(f"{name} {where} {row['line']}, column {column}: order {row['order-id']} has lines "
+                        f"with different {column} values; one order has one {column}")
     if problems:
         raise SnapshotError("the snapshot breaks its schema; nothing was applied:\n  " + "\n  ".join(problems))
 
