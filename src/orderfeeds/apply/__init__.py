@@ -54,35 +54,41 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
         records = normalise(resolve_merchant_ids(records, state))
     elif "quantity" not in records.columns:
         records = records.with_columns(pl.lit(None, pl.Int64).alias("quantity"))
-    records = records.sort("seq").with_columns(pl.int_range(pl.len()).over("order-id").alias("_round"))
+    records = records.sort("seq").with_columns(
+        pl.int_range(pl.len()).over("order-id").alias("_round"),
+        (pl.len().over("order-id") - 1).alias("_last"),
+    )
     feed_orders = records.select("order-id").unique()
+    # `working` holds the lines of orders that still have records to come, so every order
+    # in it has a record in the current round; orders whose last record is done retire.
     working = state.join(feed_orders, on="order-id", how="semi")
     seen = history.join(feed_orders, on="order-id", how="semi")
-    outcomes, effects, added, ids = [], [], [], []
+    outcomes, effects, added, ids, retired = [], [], [], [], []
     rounds = int(records.get_column("_round").max() or 0) + 1 if records.height else 0
     for number in range(rounds):
         batch = records.filter(pl.col("_round") == number)
-        # Later rounds hold few orders: fold into their lines only, not the whole working set.
-        orders = batch.select("order-id").unique()
-        lines = working.join(orders, on="order-id", how="semi") if number else working
         if adjusting:
-            round_outcomes, round_effects = evaluate_adjustments(batch, lines, seen, labels)
+            round_outcomes, round_effects = evaluate_adjustments(batch, working, seen, labels)
             new = history_rows(batch, round_effects.get_column("seq"), feed)
             seen = pl.concat([seen, new])
             added.append(new)
         else:
-            round_outcomes, round_effects, round_ids = evaluate_cancellations(batch, lines)
-            lines = fold_merchant_ids(lines, round_ids)
+            round_outcomes, round_effects, round_ids = evaluate_cancellations(batch, working)
+            working = fold_merchant_ids(working, round_ids)
             ids.append(round_ids)
         outcomes.append(round_outcomes)
         effects.append(round_effects)
-        lines = fold_effects(lines, round_effects)
-        working = pl.concat([working.join(orders, on="order-id", how="anti"), lines]) if number else lines
+        working = fold_effects(working, round_effects)
+        finished = batch.filter(pl.col("_last") == number).select("order-id")
+        if number + 1 < rounds:
+            retired.append(working.join(finished, on="order-id", how="semi"))
+            working = working.join(finished, on="order-id", how="anti")
+    retired.append(working)
     all_effects = pl.concat(effects) if effects else empty_effects()
     all_outcomes = pl.concat(outcomes).cast(OUTCOME_SCHEMA) if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
     # Row order of the state carries no meaning: snapshots are written sorted by key.
     untouched = state.join(feed_orders, on="order-id", how="anti")
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
-                   state=pl.concat([untouched, working]),
+                   state=pl.concat([untouched, *retired]),
                    history=pl.concat(added) if added else empty_history(),
                    merchant_ids=pl.concat(ids) if ids else empty_merchant_ids())
