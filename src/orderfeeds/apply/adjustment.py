@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from orderfeeds.apply.rules import Rule, first_failure, plural
+from orderfeeds.apply.rules import Rule, judge, plural
 from orderfeeds.apply.state import EFFECT_SCHEMA, open_units
 from orderfeeds.snapshot import CHARGED_COMPONENTS, KEY, OTHER_NET, PROMOTION_COMPONENTS
 from orderfeeds.validate import MONEY, minus_flag
@@ -186,8 +186,7 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
               .join(_line_view(state), on=KEY, how="left")
               .join(by_id, on=[*KEY, "merchant-adjustment-item-id"], how="left")
               .join(alike, on=[*KEY, "fingerprint"], how="left"))
-    error, message = first_failure(_rules(labels or {}))
-    judged = joined.with_columns(error.alias("error"), message.alias("message"))
+    judged = judge(joined, _rules(labels or {}))
     warn = C("error").is_null() & C("merchant-adjustment-item-id").is_null() & C("same-feed").is_not_null()
     outcomes = judged.select(
         "seq",

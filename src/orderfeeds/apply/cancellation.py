@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from orderfeeds.apply.rules import Rule, first_failure, plural
+from orderfeeds.apply.rules import Rule, judge, plural
 from orderfeeds.apply.state import EFFECT_SCHEMA, MERCHANT_ID_SCHEMA, open_units
 from orderfeeds.snapshot import KEY
 
@@ -97,11 +97,10 @@ def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl
     joined = (batch.with_columns(ack.alias("ack"))
               .join(_order_view(state), on="order-id", how="left")
               .join(_line_view(state), on=KEY, how="left"))
-    error, message = first_failure(_rules())
     # The buyer's request is per line; a whole-order cancellation is covered if any line was asked for.
     requested = pl.when(C("order-item-id").is_null()).then(C("o-buyer-requested")).otherwise(C("l-buyer-requested"))
     buyer_asked = (C("reason") == "BuyerCanceled") & requested
-    judged = joined.with_columns(error.alias("error"), message.alias("message"))
+    judged = judge(joined, _rules())
     applied = C("error").is_null() & ~C("ack")
     warn = applied & (C("reason") == "BuyerCanceled") & ~requested
     outcomes = judged.select(

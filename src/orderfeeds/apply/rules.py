@@ -26,6 +26,23 @@ def first_failure(rules: list[Rule]) -> tuple[pl.Expr, pl.Expr]:
     return error.otherwise(pl.lit(None, pl.String)), message.otherwise(pl.lit(None, pl.String))
 
 
+def judge(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
+    """`frame` with `error` and `message` columns from the first failing rule.
+
+    Messages are formatted only for the rows that fail: polars evaluates every branch of
+    a when-chain, and most records pass, so formatting them all would dominate the cost.
+    """
+    error, message = first_failure(rules)
+    judged = frame.with_columns(error.alias("error"))
+    failing = judged.filter(pl.col("error").is_not_null())
+    if failing.height == 0:
+        return judged.with_columns(pl.lit(None, pl.String).alias("message"))
+    return pl.concat([
+        judged.filter(pl.col("error").is_null()).with_columns(pl.lit(None, pl.String).alias("message")),
+        failing.with_columns(message.alias("message")),
+    ])
+
+
 def plural(count: pl.Expr, word: str) -> pl.Expr:
     """'1 unit' / '3 units', for messages that name quantities."""
     return pl.format("{} {}", count, pl.when(count == 1).then(pl.lit(word)).otherwise(pl.lit(word + "s")))
