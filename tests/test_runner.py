@@ -212,6 +212,19 @@ def test_explain_of_an_unknown_order_says_so(cli, imported: Path) -> None:
     assert "999-9999999-9999999" in result.stderr and "not in the state" in result.stderr
 
 
+def test_explain_by_the_sellers_order_id_shows_the_effects(cli, imported: Path, root: Path) -> None:
+    """`explain DE-1002` (a merchant order id) shows the line and the refund applied to it,
+    which the ledger keeps under Amazon's order id."""
+    xml = (Path(__file__).resolve().parent.parent / "samples" / "feeds" / "payment-adjustment.xml").read_bytes()
+    drop(root, "payment-adjustment.xml", xml, 1)
+    no_traceback(cli(*run_args()))
+    result = cli("explain", "DE-1002")
+    assert result.returncode == 0, result.stderr
+    assert "305-1112223-3334441" in result.stdout
+    assert "applied effects (1):" in result.stdout
+    assert "RMA-77002" in result.stdout and "25.00" in result.stdout
+
+
 def test_empty_inbox_is_nothing_to_do(cli, imported: Path) -> None:
     """A run with an empty inbox says there is nothing to do and exits 0, registering nothing."""
     result = cli(*run_args())

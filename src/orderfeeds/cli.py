@@ -230,7 +230,9 @@ def explain(order_id: str, state_url: str) -> None:
         store = open_store(state_url, must_exist=True)
         try:
             lines = store.load_lines(pl.Series([order_id]), pl.Series([order_id]))
-            return lines, store.order_effects(order_id)
+            # ORDER-ID may be the seller's own id: effects are kept under Amazon's.
+            resolved = lines.item(0, "order-id") if lines.height else order_id
+            return lines, store.order_effects(resolved)
         finally:
             store.close()
 
