@@ -150,8 +150,8 @@ class Reference:
         for component, (charged, refunded) in CHARGED.items():
             if line[refunded] + rec.amount(component) > line[charged]:
                 return "refund-exceeds-charged", key, None
-        for component, (given, reversed_) in PROMOTIONS.items():
-            if line[reversed_] - rec.amount(component) > line[given]:
+        for component, (discount, reversed_) in PROMOTIONS.items():
+            if line[reversed_] - rec.amount(component) > line[discount]:
                 return "refund-exceeds-charged", key, None
         net = sum((rec.amount(c) for c in ALL_COMPONENTS), ZERO)
         if line_net(line) + net > line_total(line):
@@ -290,10 +290,10 @@ def snapshots(draw) -> Snapshot:
                 amount = draw(st.sampled_from((0, 100, 999, 2500))) * unit
                 line[charged] = amount
                 line[refunded] = draw(st.sampled_from((ZERO, ZERO, (amount / 2).quantize(unit), amount)))
-            for given, reversed_, base in (("item-promotion-discount", "item-promotion-reversed", "item-price"),
+            for discount, reversed_, base in (("item-promotion-discount", "item-promotion-reversed", "item-price"),
                                            ("ship-promotion-discount", "ship-promotion-reversed", "shipping-price")):
                 amount = draw(st.sampled_from((ZERO, (line[base] / 4).quantize(unit), line[base])))
-                line[given] = amount
+                line[discount] = amount
                 line[reversed_] = draw(st.sampled_from((ZERO, ZERO, amount)))
             lines[(order_id, f"2{number:06d}{index:07d}")] = line
     return Snapshot(orders, lines)
@@ -314,8 +314,8 @@ def amount_choices(snapshot: Snapshot, key: tuple[str, str] | None, component: s
             left = line[charged] - line[refunded]
             base = [left, left, left + one, max(left - one, ZERO), (left / 2).quantize(unit), line[charged], one]
         elif component in PROMOTIONS:
-            given, reversed_ = PROMOTIONS[component]
-            left = line[given] - line[reversed_]
+            discount, reversed_ = PROMOTIONS[component]
+            left = line[discount] - line[reversed_]
             base = [-left, -(left + one), -(left / 2).quantize(unit), -one]
         else:
             total = line_total(line)
@@ -409,7 +409,7 @@ FLAT_HEADER = ("order-id", "order-item-id", "adjustment-reason-code", "currency"
                "quantity-cancelled")
 FLAT_COLUMN = dict(zip(FLAT_COMPONENTS, ("item-price-adj", "item-tax-adj", "shipping-price-adj", "shipping-tax-adj",
                                          "gift-wrap-price-adj", "gift-wrap-tax-adj", "item-promotion-adj",
-                                         "ship-promotion-adj")))
+                                         "ship-promotion-adj"), strict=True))
 
 
 def flat_amount(rec: Rec, component: str) -> str:
@@ -517,7 +517,7 @@ def test_flat_feeds_match_reference(case):
     reference = snapshot.reference()
     for rows, records in ((a_rows, numbered(first, "a.txt")), (b_rows, numbered(second, "b.txt"))):
         assert rows.height == len(records)
-        for row, rec in zip(rows.iter_rows(named=True), records):
+        for row, rec in zip(rows.iter_rows(named=True), records, strict=True):
             status, error, same = reference.apply(rec)
             assert (row["status"], row["error-name"]) == (status, error), (rec, row["error-message"])
             if same is not None:
@@ -536,7 +536,7 @@ def test_xml_records_match_reference(case):
     reference = snapshot.reference()
     got = applied.outcomes.sort("seq").select("error", "message").rows()
     assert len(got) == len(records)
-    for (error, message), rec in zip(got, records):
+    for (error, message), rec in zip(got, records, strict=True):
         status, expected, same = reference.apply(rec)
         assert error == expected, (rec, message)
         if same is not None:
@@ -560,8 +560,8 @@ def test_refunds_never_exceed_charges(case):
         start = starts[key]
         for charged, refunded in CHARGED.values():
             assert start[refunded] <= row[refunded] <= row[charged], (key, refunded)
-        for given, reversed_ in PROMOTIONS.values():
-            assert start[reversed_] <= row[reversed_] <= row[given], (key, reversed_)
+        for discount, reversed_ in PROMOTIONS.values():
+            assert start[reversed_] <= row[reversed_] <= row[discount], (key, reversed_)
         net_after = line_net({**row, "other": row["other-adjustments-net"]})
         net_before = line_net({**start, "other": start["other-adjustments-net"]})
         assert net_after <= max(line_total(row), net_before), key
@@ -609,6 +609,6 @@ def test_snapshot_round_trip(case):
         assert split_a.results[0].records.select("status", "error-name").rows() == one_a
         two_b = split_b.results[0].records.select("status", "error-name").rows()
         assert len(two_b) == len(one_b)
-        for joint, alone in zip(one_b, two_b):
+        for joint, alone in zip(one_b, two_b, strict=True):
             assert joint == alone or (joint == ("Warning", "possible-duplicate") and alone == ("Success", None))
         assert (root / "one.tsv").read_bytes() == (root / "two.tsv").read_bytes()

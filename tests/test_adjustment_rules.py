@@ -565,6 +565,17 @@ def test_possible_duplicate_within_feed():
     assert line_of(after)["item-price-refunded"] == Decimal("6.00")  # a Warning is applied
 
 
+@pytest.mark.parametrize("change", [dict(reason="Other"), dict(qc=1), dict(price="2.01"), dict(tax="0.01"),
+                                    dict(promo="-0.01")])
+def test_record_differing_in_one_value_is_not_a_duplicate(change):
+    """Step 11 "identical in every value": a repeat that differs in one value (reason, quantity-cancelled, or any
+    amount) is a plain Success, while the exact repeat after it is a possible-duplicate Warning."""
+    lines = state({"order-status": "PartiallyShipped", "quantity-ordered": "3", "quantity-shipped": "2"})
+    records, _ = run(lines, adj(price="2.00"), adj(**{"price": "2.00", **change}), adj(price="2.00"))
+    assert outcomes(records) == [("Success", None), ("Success", None), ("Warning", "possible-duplicate")]
+    assert "record 1" in message(records, 2)
+
+
 def test_possible_duplicate_is_per_line():
     """Step 11: the identical values on another line of the order are not a duplicate."""
     lines = state({}, {"order-item-id": OTHER_ITEM})

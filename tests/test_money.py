@@ -194,3 +194,12 @@ def test_process_feed_state_sums_are_exact(amounts):
     assert "Error" not in result.records.get_column("status").to_list()
     assert after.row(0, named=True)["item-price-refunded"] == sum((Decimal(text(a)) for a in amounts), Decimal("0"))
     assert result.refunded["USD"]["Principal"] == f"{sum((Decimal(text(a)) for a in amounts), Decimal('0')):.2f}"
+
+
+def test_summary_counts_applied_records_only(tmp_path: Path):
+    """Refunded totals count applied records, Warnings included (a possible-duplicate is applied), and never the
+    amounts of rejected records (here a negative item-tax-adj, invalid-sign)."""
+    summary, records, _ = summary_of(tmp_path, feed(("0.10", "0.00", ""), ("0.10", "0.00", ""), ("5.00", "-0.01", "")))
+    assert records.get_column("status").to_list() == ["Success", "Warning", "Error"]
+    usd = summary["refunded"]["USD"]
+    assert (usd["Principal"], usd["Tax"], usd["net"]) == ("0.20", "0.00", "0.20")
