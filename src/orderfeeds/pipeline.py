@@ -111,22 +111,25 @@ def mark_source(result: FeedResult, data: bytes) -> FeedResult:
     return result
 
 
-def rejected(name: str, data: bytes, as_of: str, note: Note, feed_type: FeedType | None = None) -> FeedResult:
+def rejected(name: str, data: bytes, sha256: str, as_of: str, note: Note,
+             feed_type: FeedType | None = None) -> FeedResult:
     """The result of a feed rejected whole, in the format its own kind of report takes."""
-    return mark_source(fatal_result(name, hashlib.sha256(data).hexdigest(), as_of, feed_type, note), data)
+    return mark_source(fatal_result(name, sha256, as_of, feed_type, note), data)
 
 
-def prepare(data: bytes, name: str, options: ProcessOptions) -> Prepared | FeedResult:
-    """Read and validate one feed; a FeedResult instead when the file is rejected whole."""
+def prepare(data: bytes, sha256: str, name: str, options: ProcessOptions) -> Prepared | FeedResult:
+    """Read and validate one feed; a FeedResult instead when the file is rejected whole.
+
+    `sha256` is the caller's hash of `data`: it has to hash first to spot a duplicate file.
+    """
     options = options.stamped()
-    sha256 = hashlib.sha256(data).hexdigest()
     timings: dict[str, float] = {}
     clock = _Clock(timings)
     try:
         raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
     except FeedError as exc:
         detected = options.feed_type or (detect_xml(data) if looks_like_xml(data) else None)
-        return rejected(name, data, options.as_of, Note(exc.name, exc.message, exc.line), detected)
+        return rejected(name, data, sha256, options.as_of, Note(exc.name, exc.message, exc.line), detected)
     clock.lap("read")
     valid = validate_records(raw)
     clock.lap("validate")
@@ -163,8 +166,8 @@ def advance(data: bytes, name: str, state: RunState, options: ProcessOptions) ->
     if sha256 in state.seen:
         note = Note("duplicate-feed", f"the same file was already processed as {state.seen[sha256]} in this run; "
                     "nothing was applied again")
-        return rejected(name, data, options.as_of, note)
-    prepared = prepare(data, name, options)
+        return rejected(name, data, sha256, options.as_of, note)
+    prepared = prepare(data, sha256, name, options)
     if isinstance(prepared, FeedResult):
         return prepared
     result, applied = conclude(prepared, state.lines, state.history)

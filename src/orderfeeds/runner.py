@@ -231,11 +231,11 @@ def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
     if earlier is not None:
         note = Note("duplicate-feed", f"the same file was already applied as {earlier.name} at "
                     f"{earlier.committed_at}; nothing was applied again")
-        result, outcome = rejected(name, data, process.as_of, note), "duplicate"
+        result, outcome = rejected(name, data, sha256, process.as_of, note), "duplicate"
     else:
         if progress:
             progress(f"{name}: reading and validating")
-        prepared = prepare(data, name, process)
+        prepared = prepare(data, sha256, name, process)
         if isinstance(prepared, FeedResult):
             result, outcome = prepared, "rejected"
         else:
