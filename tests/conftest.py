@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -85,3 +87,21 @@ def _text(value: str | int | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _damage_table(db_path: Path, table: str) -> None:
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    db.close()
+    data = bytearray(db_path.read_bytes())
+    data[(root - 1) * page_size: root * page_size] = b"\xab" * page_size
+    db_path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def damage_table() -> Callable[[Path, str], None]:
+    """damage_table(db_path, table): overwrite the table's root page with junk, keeping the
+    SQLite header valid, so the damage shows only when the table is read."""
+    return _damage_table

@@ -487,23 +487,11 @@ def test_file_that_is_not_a_database_is_refused_and_nothing_moves(cli, root: Pat
     assert exported_file.returncode == 2
 
 
-def _damage_table(db_path: Path, table: str) -> None:
-    """Overwrite the root page of `table` with junk, keeping the SQLite header valid."""
-    db = sqlite3.connect(db_path)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    page_size = db.execute("PRAGMA page_size").fetchone()[0]
-    root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
-    db.close()
-    data = bytearray(db_path.read_bytes())
-    data[(root_page - 1) * page_size: root_page * page_size] = b"\xab" * page_size
-    db_path.write_bytes(bytes(data))
-
-
-def test_damaged_database_gives_a_message_not_a_traceback(cli, imported: Path) -> None:
+def test_damaged_database_gives_a_message_not_a_traceback(cli, imported: Path, damage_table) -> None:
     """A state database with a damaged table: every command says the database is damaged and
     exits non-zero without a traceback, and the feed is not lost."""
-    _damage_table(imported / "state.db", "order_lines")
-    _damage_table(imported / "state.db", "feeds")
+    damage_table(imported / "state.db", "order_lines")
+    damage_table(imported / "state.db", "feeds")
     drop(imported, "a.txt", ADJUST, 1)
     for args in (run_args(), ("snapshot", "export", "out.tsv"), ("history",)):
         result = cli(*args)

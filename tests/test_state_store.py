@@ -304,23 +304,11 @@ def test_file_that_is_not_a_database_is_refused_clearly(db_path: Path) -> None:
     assert db_path.read_bytes() == garbage
 
 
-def _damage_table(db_path: Path, table: str) -> None:
-    """Overwrite the root page of `table` with junk, keeping the file header valid."""
-    db = sqlite3.connect(db_path)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    page_size = db.execute("PRAGMA page_size").fetchone()[0]
-    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
-    db.close()
-    data = bytearray(db_path.read_bytes())
-    data[(root - 1) * page_size: root * page_size] = b"\xab" * page_size
-    db_path.write_bytes(bytes(data))
-
-
-def test_damaged_database_is_a_state_error(store, db_path: Path) -> None:
+def test_damaged_database_is_a_state_error(store, db_path: Path, damage_table) -> None:
     """A database whose header is fine but whose order table is damaged is refused with a
     StateError (a clear message naming the file), not a raw sqlite3 exception."""
     store.close()
-    _damage_table(db_path, "order_lines")
+    damage_table(db_path, "order_lines")
     reopened = open_store(f"sqlite:///{db_path}")  # the header is intact: opening may succeed
     try:
         with pytest.raises(StateError) as caught:

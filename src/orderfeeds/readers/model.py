@@ -15,10 +15,6 @@ ISSUE_SCHEMA = {"seq": pl.UInt32, "rank": pl.Int32, "error": pl.String, "message
 ID_COLUMNS = ("seq", "record", "line", "item-index")
 
 
-def empty_issues() -> pl.DataFrame:
-    return pl.DataFrame(schema=ISSUE_SCHEMA)
-
-
 def record_columns(n: int, line: pl.Expr, record: pl.Expr | None = None, item_index: pl.Expr | None = None) -> list[pl.Expr]:
     """The identity every record carries through the pipeline.
 
