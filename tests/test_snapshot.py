@@ -352,3 +352,52 @@ def test_written_parquet_money_is_exact(tmp_path, sample_state):
     back = read_snapshot(path)
     assert isinstance(back.schema["item-price"], pl.Decimal)
     assert back.get_column("item-price").sum() == sample_state.get_column("item-price").sum()
+
+
+# ---------------------------------------------------------------- the fast path for regular files
+
+
+def _padded(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with spaces around some values, which both paths strip."""
+    return frame.with_columns(pl.format(" {} ", pl.col("sales-channel")).alias("sales-channel"),
+                              pl.format("{}  ", pl.col("currency")).alias("currency"))
+
+
+@pytest.mark.parametrize("variant", ["plain", "bom", "crlf", "no-final-newline", "padded", "csv"])
+def test_regular_file_reads_the_same_by_both_paths(variant, monkeypatch, sample_text_frame):
+    """A regular file is read by polars' CSV reader; the line-by-line path must give the same state."""
+    frame = _padded(sample_text_frame) if variant == "padded" else sample_text_frame
+    data = csv(frame) if variant == "csv" else tsv(frame)
+    if variant == "bom":
+        data = b"\xef\xbb\xbf" + data
+    elif variant == "crlf":
+        data = data.replace(b"\n", b"\r\n")
+    elif variant == "no-final-newline":
+        data = data.rstrip(b"\n")
+    fast = parse_snapshot(data, "orders")
+    import orderfeeds.snapshot as snapshot_module
+
+    assert snapshot_module._regular_rows(data) is not None  # the fast path did take it
+    monkeypatch.setattr(snapshot_module, "_regular_rows", lambda data: None)
+    assert_frame_equal(fast, parse_snapshot(data, "orders"))
+
+
+def test_short_tsv_line_is_rejected_naming_its_line(sample_text_frame):
+    """A TSV line with a field too few is not padded with a blank: it is rejected by its line."""
+    lines = tsv(sample_text_frame).decode().split("\n")
+    lines[3] = lines[3].rsplit("\t", 1)[0]
+    assert "orders.tsv line 4" in rejection("\n".join(lines).encode(), "orders.tsv")
+
+
+def test_line_of_only_tabs_is_blank(sample_state, sample_text_frame):
+    """A line of nothing but separators (Excel leaves them) is skipped, not read as an empty order line."""
+    lines = tsv(sample_text_frame).decode().split("\n")
+    lines.insert(2, "\t" * (sample_text_frame.width - 1))
+    assert_frame_equal(parse_snapshot("\n".join(lines).encode(), "orders.tsv"), sample_state)
+
+
+def test_cp1252_snapshot_is_read_line_by_line(sample_state, sample_text_frame):
+    """A snapshot that is not UTF-8 leaves the fast path and is decoded with the fallback."""
+    frame = sample_text_frame.with_columns(pl.lit("Café").alias("sales-channel"))
+    state = parse_snapshot(tsv(frame).decode().encode("cp1252"), "orders.tsv")
+    assert state.get_column("sales-channel").unique().to_list() == ["Café"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from pathlib import Path
@@ -99,6 +100,9 @@ def parse_snapshot(data: bytes, name: str = "snapshot") -> pl.DataFrame:
 
 
 def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str], int]:
+    fast = _regular_rows(data)
+    if fast is not None:
+        return fast
     try:
         text = decode(data)
     except Exception as exc:  # FeedError from decode: reword for a snapshot
@@ -119,6 +123,52 @@ def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str], int]:
     body = pl.concat([body.select("line", (pl.col("text").str.count_matches(separator, literal=True) + 1).alias("_n")),
                       fields.select(pl.col(f"_{i}").alias(h) for i, h in _wanted(header))], how="horizontal")
     return _rows(name, body, header), header, first["line"]
+
+
+def _regular_rows(data: bytes) -> tuple[pl.DataFrame, list[str], int] | None:
+    """The common case read by polars' CSV reader, several times faster than splitting text;
+    None when the file is not plainly regular, and the line-by-line path takes it.
+
+    Regular: UTF-8, LF or CRLF endings, no blank line, and every line with exactly the
+    header's number of fields. The reader skips blank lines and pads short ones, so
+    both are ruled out by counting line ends and separators in the bytes: with no line
+    too long (the reader raises) and the total right, no line is short either.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return None
+    end = data.find(b"\n")
+    first = data[:end if end >= 0 else len(data)].decode("utf-8").removesuffix("\r")
+    separator = "\t" if "\t" in first else ","
+    if not first.strip(" \t") or (separator == "," and b'"' in data):
+        return None
+    header = [h.strip(" ") for h in first.split(separator)]
+    width = len(header)
+    try:
+        frame = pl.read_csv(data, separator=separator, has_header=False, skip_rows=1, quote_char=None,
+                            schema={f"_{i}": pl.String for i in range(width)}, truncate_ragged_lines=False)
+    except pl.exceptions.PolarsError:
+        return None
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if lines != frame.height + 1 or data.count(separator.encode()) != lines * (width - 1):
+        return None
+    wanted = _wanted(header)
+    # Stripping copies every string; most columns have no padded value, so look first.
+    padded = frame.select(pl.any_horizontal(pl.col(f"_{i}").str.starts_with(" ").any(),
+                                            pl.col(f"_{i}").str.ends_with(" ").any()).alias(str(i))
+                          for i, _ in wanted).row(0)
+    body = frame.select(*record_columns(frame.height, pl.int_range(2, frame.height + 2)),
+                        *[(_blank_to_null(pl.col(f"_{i}")) if pad else pl.col(f"_{i}")).alias(h)
+                          for (i, h), pad in zip(wanted, padded, strict=True)])
+    # A line of nothing but spaces and separators is blank to the line-by-line path: let it decide.
+    if body.select(pl.all_horizontal(pl.col(h).is_null() for _, h in wanted).any()).item():
+        return None
+    return body, header, 1
 
 
 def _wanted(header: list[str]) -> list[tuple[int, str]]:
