@@ -10,6 +10,7 @@ from orderfeeds.apply.adjustment import (
     empty_history,
     evaluate_adjustments,
     history_rows,
+    known_orders,
     normalise,
     resolve_merchant_ids,
 )
@@ -54,15 +55,16 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
         records = normalise(resolve_merchant_ids(records, state))
     elif "quantity" not in records.columns:
         records = records.with_columns(pl.lit(None, pl.Int64).alias("quantity"))
-    records = records.sort("seq").with_columns(
-        pl.int_range(pl.len()).over("order-id").alias("_round"),
-        (pl.len().over("order-id") - 1).alias("_last"),
-    )
-    feed_orders = records.select("order-id").unique()
+    records = with_rounds(records)
+    feed_orders = records.get_column("order-id").drop_nulls().unique().implode()
     # `working` holds the lines of orders that still have records to come, so every order
     # in it has a record in the current round; orders whose last record is done retire.
-    working = state.join(feed_orders, on="order-id", how="semi")
-    seen = history.join(feed_orders, on="order-id", how="semi")
+    # Masks with is_in split a frame in one pass where a semi and an anti join take two.
+    in_feed = state.get_column("order-id").is_in(feed_orders)
+    working, untouched = state.filter(in_feed), state.filter(~in_feed)
+    if adjusting:
+        records = records.with_columns(known_orders(records, working))
+    seen = history.filter(pl.col("order-id").is_in(feed_orders))
     outcomes, effects, added, ids, retired = [], [], [], [], []
     rounds = int(records.get_column("_round").max() or 0) + 1 if records.height else 0
     for number in range(rounds):
@@ -79,16 +81,29 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
         outcomes.append(round_outcomes)
         effects.append(round_effects)
         working = fold_effects(working, round_effects)
-        finished = batch.filter(pl.col("_last") == number).select("order-id")
         if number + 1 < rounds:
-            retired.append(working.join(finished, on="order-id", how="semi"))
-            working = working.join(finished, on="order-id", how="anti")
+            finished = batch.filter(pl.col("_last") == number).get_column("order-id").implode()
+            done = working.get_column("order-id").is_in(finished)
+            retired.append(working.filter(done))
+            working = working.filter(~done)
+            seen = seen.filter(~pl.col("order-id").is_in(finished))
     retired.append(working)
     all_effects = pl.concat(effects) if effects else empty_effects()
     all_outcomes = pl.concat(outcomes).cast(OUTCOME_SCHEMA) if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
     # Row order of the state carries no meaning: snapshots are written sorted by key.
-    untouched = state.join(feed_orders, on="order-id", how="anti")
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
                    state=pl.concat([untouched, *retired]),
                    history=pl.concat(added) if added else empty_history(),
                    merchant_ids=pl.concat(ids) if ids else empty_merchant_ids())
+
+
+def with_rounds(records: pl.DataFrame) -> pl.DataFrame:
+    """Records in `seq` order with `_round` (how many records of the order come before)
+    and `_last` (the order's last round). A group_by and an explode are about twice as
+    fast as the same numbers from window expressions over the order id."""
+    records = records.sort("seq")
+    rounds = (records.select("order-id", "seq").group_by("order-id")
+              .agg(pl.col("seq").sort(), (pl.len() - 1).cast(pl.Int64).alias("_last"))
+              .select("seq", pl.int_ranges(0, pl.col("_last") + 1, dtype=pl.Int64).alias("_round"), "_last")
+              .explode("seq", "_round").sort("seq"))
+    return records.with_columns(rounds.get_column("_round"), rounds.get_column("_last"))

@@ -168,21 +168,27 @@ def _rules(labels: dict[str, str]) -> list[Rule]:
     ]
 
 
+def known_orders(records: pl.DataFrame, state: pl.DataFrame) -> pl.Expr:
+    """`order-known`: the state holds the record's order (an order never appears or leaves mid-feed)."""
+    return C("order-id").is_in(state.get_column("order-id").unique().implode()).fill_null(False).alias("order-known")
+
+
 def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.DataFrame,
                          labels: dict[str, str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Outcomes and effects for records of distinct orders against `state` and earlier adjustments.
 
     `labels` names components as the feed does (item-price-adj for Principal in a flat file).
     """
-    known_orders = state.select("order-id").unique().with_columns(pl.lit(True).alias("order-known"))
+    if "order-known" not in batch.columns:
+        batch = batch.with_columns(known_orders(batch, state))
+    # Only the history of these records' lines matters; deduplicating the rest is wasted work.
+    history = history.join(batch.select(KEY).unique(), on=KEY, how="semi")
     by_id = (history.filter(C("merchant-adjustment-item-id").is_not_null())
              .unique([*KEY, "merchant-adjustment-item-id"], keep="first", maintain_order=True)
              .select(*KEY, "merchant-adjustment-item-id", C("feed").alias("dup-feed"), C("record").alias("dup-record")))
     alike = (history.unique([*KEY, "fingerprint"], keep="first", maintain_order=True)
              .select(*KEY, "fingerprint", C("feed").alias("same-feed"), C("record").alias("same-record")))
     joined = (batch.with_columns(pl.sum_horizontal([C(c) for c in COMPONENTS]).alias("net"))
-              .join(known_orders, on="order-id", how="left")
-              .with_columns(C("order-known").fill_null(False))
               .join(_line_view(state), on=KEY, how="left")
               .join(by_id, on=[*KEY, "merchant-adjustment-item-id"], how="left")
               .join(alike, on=[*KEY, "fingerprint"], how="left"))
