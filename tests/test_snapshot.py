@@ -401,3 +401,51 @@ def test_cp1252_snapshot_is_read_line_by_line(sample_state, sample_text_frame):
     frame = sample_text_frame.with_columns(pl.lit("Café").alias("sales-channel"))
     state = parse_snapshot(tsv(frame).decode().encode("cp1252"), "orders.tsv")
     assert state.get_column("sales-channel").unique().to_list() == ["Café"]
+
+
+def _variants(frame: pl.DataFrame) -> dict[str, bytes]:
+    """Snapshot files that stream block by block, and files that leave for the whole-file path."""
+    plain = tsv(frame)
+    lines = plain.decode().split("\n")
+    return {
+        "plain": plain, "crlf": plain.replace(b"\n", b"\r\n"), "bom": b"\xef\xbb\xbf" + plain,
+        "no-final-newline": plain.rstrip(b"\n"), "csv": csv(frame), "padded": tsv(_padded(frame)),
+        "blank-line": "\n".join([*lines[:3], "", *lines[3:]]).encode(),
+        "ragged": "\n".join([*lines[:4], lines[4] + "\tx", *lines[5:]]).encode(),
+        "bad-value": tsv(with_value(frame, 5, "currency", "EURO")),
+        "repeated-line": "\n".join([*lines[:6], lines[2], *lines[6:]]).encode(),
+        "header-only": lines[0].encode() + b"\n",
+        "cp1252": tsv(frame.with_columns(pl.lit("Café").alias("sales-channel"))).decode().encode("cp1252"),
+    }
+
+
+@pytest.mark.parametrize("variant", ["plain", "crlf", "bom", "no-final-newline", "csv", "padded", "blank-line",
+                                     "ragged", "bad-value", "repeated-line", "header-only", "cp1252"])
+def test_streamed_file_reads_like_the_same_bytes(variant, tmp_path, monkeypatch, sample_text_frame):
+    """read_snapshot streams a regular file in blocks (tiny ones here, so lines straddle them); the
+    state, or the rejection with its line numbers, is exactly what parse_snapshot gives for the bytes."""
+    import orderfeeds.snapshot as snapshot_module
+
+    monkeypatch.setattr(snapshot_module, "BLOCK_BYTES", 300)
+    data = _variants(sample_text_frame)[variant]
+    path = tmp_path / ("orders.csv" if variant == "csv" else "orders.tsv")
+    path.write_bytes(data)
+    try:
+        expected = parse_snapshot(data, path.name)
+    except SnapshotError as exc:
+        with pytest.raises(SnapshotError) as caught:
+            read_snapshot(path)
+        assert str(caught.value) == str(exc)
+    else:
+        assert_frame_equal(read_snapshot(path), expected)
+
+
+def test_regular_file_is_streamed(tmp_path, monkeypatch, sample_state, sample_text_frame):
+    """The sample, in blocks smaller than three lines, never falls back to reading the whole file."""
+    import orderfeeds.snapshot as snapshot_module
+
+    monkeypatch.setattr(snapshot_module, "BLOCK_BYTES", 300)
+    monkeypatch.setattr(snapshot_module, "parse_snapshot", lambda data, name: pytest.fail("read whole"))
+    path = tmp_path / "orders.tsv"
+    path.write_bytes(tsv(sample_text_frame))
+    assert_frame_equal(read_snapshot(path), sample_state)

@@ -66,13 +66,69 @@ KEY = ["order-id", "order-item-id"]
 MAX_LISTED = 5
 
 
+# Bytes per block when a regular text snapshot is streamed: the text of one block is
+# held at a time, so memory is the typed state plus one block, not the file's strings too.
+BLOCK_BYTES = 32 << 20
+
+
 def read_snapshot(path: Path) -> pl.DataFrame:
     """The order lines of a TSV, CSV or Parquet snapshot, typed; SnapshotError if it breaks §3."""
     try:
+        streamed = _stream_regular(path)
+        if streamed is not None:
+            return streamed
         data = path.read_bytes()
     except OSError as exc:
         raise SnapshotError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     return parse_snapshot(data, path.name)
+
+
+def _stream_regular(path: Path) -> pl.DataFrame | None:
+    """A regular text snapshot (see `_regular_block`) read, checked and typed block by
+    block; None for anything else (Parquet, quoted CSV, irregular or bad lines), which
+    the whole-file path then reads and explains exactly as it always has."""
+    with path.open("rb") as file:
+        head = file.readline()
+        if head.startswith(b"PAR1"):
+            return None
+        if head.startswith(codecs.BOM_UTF8):
+            head = head[len(codecs.BOM_UTF8):]
+        try:
+            first = head.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError:
+            return None
+        separator = "\t" if "\t" in first else ","
+        header = [h.strip(" ") for h in first.split(separator)]
+        if (not first.strip(" \t") or first.count("\r") or not head.endswith(b"\n")
+                or any(f.column_required and f.name not in header for f in SNAPSHOT_FIELDS)):
+            return None
+        order = tuple(h for h in header if h in SNAPSHOT_COLUMNS)
+        typed, seq, line, rest = [], 0, 2, b""
+        while True:
+            block = file.read(BLOCK_BYTES)
+            data = rest + block
+            if block:  # cut after the last whole line; the rest starts the next block
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+            if data:
+                if separator == "," and b'"' in data:
+                    return None
+                body = _regular_block(data, header, separator, seq, line)
+                if body is None:
+                    return None
+                body = body.with_columns(pl.lit(None, pl.String).alias(f.name)
+                                         for f in SNAPSHOT_FIELDS if f.name not in header)
+                if find_issues(body, SNAPSHOT_FIELDS, order).height:
+                    return None
+                typed.append(cast_fields(body, SNAPSHOT_FIELDS))
+                seq, line = seq + body.height, line + body.height
+            if not block:
+                break
+    if not typed:
+        return None
+    state = pl.concat(typed)
+    _check_consistency(path.name, "line", state)
+    return state.drop("seq", "record", "line", "item-index")
 
 
 def parse_snapshot(data: bytes, name: str = "snapshot") -> pl.DataFrame:
@@ -126,48 +182,65 @@ def _text_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str], int]:
 
 
 def _regular_rows(data: bytes) -> tuple[pl.DataFrame, list[str], int] | None:
-    """The common case read by polars' CSV reader, several times faster than splitting text;
-    None when the file is not plainly regular, and the line-by-line path takes it.
-
-    Regular: UTF-8 (which the reader checks), LF or CRLF endings, no blank line, and every line with exactly the
-    header's number of fields. The reader skips blank lines and pads short ones, so
-    both are ruled out by counting line ends and separators in the bytes: with no line
-    too long (the reader raises) and the total right, no line is short either.
-    """
+    """The whole file as one regular block (see `_regular_block`), or None."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
-        return None
     end = data.find(b"\n")
     try:
-        first = data[:end if end >= 0 else len(data)].decode("utf-8").removesuffix("\r")
+        first = data[:end if end >= 0 else len(data)].decode("utf-8")
     except UnicodeDecodeError:
         return None
+    if first.endswith("\r"):
+        first = first[:-1]
     separator = "\t" if "\t" in first else ","
-    if not first.strip(" \t") or (separator == "," and b'"' in data):
+    if not first.strip(" \t") or "\r" in first or (separator == "," and b'"' in data):
         return None
     header = [h.strip(" ") for h in first.split(separator)]
+    body = _regular_block(data[end + 1:] if end >= 0 else b"", header, separator, 0, 2)
+    return None if body is None else (body, header, 1)
+
+
+def _regular_block(data: bytes, header: list[str], separator: str, seq: int, line: int) -> pl.DataFrame | None:
+    """Whole lines after the header read by polars' CSV reader, several times faster than
+    splitting text; None when they are not plainly regular, and the line-by-line path
+    takes the file. `seq` and `line` are the first line's.
+
+    Regular: UTF-8 (which the reader checks), LF or CRLF endings, no blank line, and every
+    line with exactly the header's number of fields. The reader skips blank lines and
+    pads short ones, so both are ruled out by counting line ends and separators in the
+    bytes: with no line too long (the reader raises) and the total right, none is short.
+    """
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return None
     width = len(header)
+    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    if data.count(separator.encode()) != lines * (width - 1):
+        return None
     try:
-        frame = pl.read_csv(data, separator=separator, has_header=False, skip_rows=1, quote_char=None,
-                            schema={f"_{i}": pl.String for i in range(width)}, truncate_ragged_lines=False)
+        frame = pl.read_csv(data, separator=separator, has_header=False, quote_char=None,
+                            schema={f"_{i}": pl.String for i in range(width)},
+                            truncate_ragged_lines=False) if lines else pl.DataFrame(
+                                schema={f"_{i}": pl.String for i in range(width)})
     except pl.exceptions.PolarsError:  # invalid UTF-8 (the reader checks it) or a line too long
         return None
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if lines != frame.height + 1 or data.count(separator.encode()) != lines * (width - 1):
+    if frame.height != lines:
         return None
     wanted = _wanted(header)
     # Stripping copies every string; most columns have no padded value, so look first.
     padded = frame.select(pl.any_horizontal(pl.col(f"_{i}").str.starts_with(" ").any(),
                                             pl.col(f"_{i}").str.ends_with(" ").any()).alias(str(i))
-                          for i, _ in wanted).row(0)
-    body = frame.select(*record_columns(frame.height, pl.int_range(2, frame.height + 2)),
+                          for i, _ in wanted).row(0) if lines else [False] * len(wanted)
+    n = frame.height
+    body = frame.select(pl.int_range(seq, seq + n, dtype=pl.UInt32).alias("seq"),
+                        pl.int_range(seq + 1, seq + n + 1, dtype=pl.Int64).alias("record"),
+                        pl.int_range(line, line + n, dtype=pl.Int64).alias("line"),
+                        pl.lit(1, pl.Int32).alias("item-index"),
                         *[(_blank_to_null(pl.col(f"_{i}")) if pad else pl.col(f"_{i}")).alias(h)
                           for (i, h), pad in zip(wanted, padded, strict=True)])
     # A line of nothing but spaces and separators is blank to the line-by-line path: let it decide.
-    if body.select(pl.all_horizontal(pl.col(h).is_null() for _, h in wanted).any()).item():
+    if n and body.select(pl.all_horizontal(pl.col(h).is_null() for _, h in wanted).any()).item():
         return None
-    return body, header, 1
+    return body
 
 
 def _wanted(header: list[str]) -> list[tuple[int, str]]:
