@@ -579,3 +579,48 @@ def test_excel_feed_values_decode_to_the_same_text(excel_feed, utf8_twin):
     assert_frame_equal(excel.issues, twin.issues)
     assert excel.notes == twin.notes
     assert fields(excel, "merchant-order-id")[:3] == [("Müller-0001",), ("Müller-0002",), ("Schäfer-1",)]
+
+
+# ---------------------------------------------------------------- the fast path for regular feeds
+
+_CANCEL = (HEADER, f"{OPEN_ORDER}\tNoInventory\t{OPEN_ITEM}", f" {SHIPPED_ORDER} \tCustomerReturn\t",
+           f"{REQUESTED_ORDER}\tBuyerCanceled\t{REQUESTED_ITEM}")
+_FEEDS = {
+    "sample-adjustment": (SAMPLES / "feeds" / "order-adjustment.txt").read_bytes(),
+    "sample-cancellation": (SAMPLES / "feeds" / "order-cancellation.txt").read_bytes(),
+    "template-crlf": feed_bytes(TEMPLATE, *_CANCEL, end="\r\n"),
+    "leading-blank-lines": feed_bytes("", "  \t", *_CANCEL),
+    "bom-no-final-newline": b"\xef\xbb\xbf" + feed_bytes(*_CANCEL, final=False),
+    "unknown-and-repeated-columns": feed_bytes(HEADER + "\tnote\torder-id", *(line + "\tx\ty" for line in _CANCEL[1:])),
+    "cp1252": feed_bytes(HEADER + "\tnote", *(line + "\tCafé" for line in _CANCEL[1:]), encoding="cp1252"),
+    "ragged": feed_bytes(*_CANCEL[:2], _CANCEL[2] + "\textra", *_CANCEL[3:]),
+    "short": feed_bytes(*_CANCEL[:2], _CANCEL[2].rsplit("\t", 1)[0], *_CANCEL[3:]),
+    "blank-line-inside": feed_bytes(*_CANCEL[:2], "", "\t\t", *_CANCEL[2:]),
+}
+
+
+@pytest.mark.parametrize("name", list(_FEEDS))
+def test_regular_feed_reads_the_same_by_both_paths(name, monkeypatch):
+    """A regular flat feed is read by polars' CSV reader; splitting its lines must give the same raw feed."""
+    import orderfeeds.readers.flat as flat
+
+    fast = read_feed(_FEEDS[name])
+    monkeypatch.setattr(flat, "_regular_records", lambda *args: None)
+    slow = read_feed(_FEEDS[name])
+    assert_frame_equal(fast.frame, slow.frame)
+    assert_frame_equal(fast.issues, slow.issues)
+    assert (fast.feed_type, fast.notes, fast.column_order) == (slow.feed_type, slow.notes, slow.column_order)
+
+
+@pytest.mark.parametrize(("name", "fast"), [("template-crlf", True), ("unknown-and-repeated-columns", True),
+                                            ("ragged", True), ("short", True), ("blank-line-inside", False)])
+def test_only_regular_feeds_take_the_fast_path(name, fast, monkeypatch):
+    """Ragged and short lines stay on the fast path (as ragged-row issues); blank lines leave it, since the
+    reader would skip them and the rows would lose their line numbers."""
+    import orderfeeds.readers.flat as flat
+
+    taken = []
+    original = flat._regular_records
+    monkeypatch.setattr(flat, "_regular_records", lambda *args: taken.append(original(*args)) or taken[-1])
+    read_feed(_FEEDS[name])
+    assert (taken[0] is not None) == fast

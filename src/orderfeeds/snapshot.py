@@ -12,7 +12,7 @@ import polars as pl
 from orderfeeds.errors import SnapshotError
 from orderfeeds.feedtypes import ORDER_STATUSES, Field, Kind
 from orderfeeds.readers.model import record_columns
-from orderfeeds.readers.text import decode, is_blank, split_lines
+from orderfeeds.readers.text import blank_to_null, decode, is_blank, regular_fields, split_lines, trimmed
 from orderfeeds.validate import cast_fields, find_issues
 
 
@@ -201,46 +201,17 @@ def _regular_rows(data: bytes) -> tuple[pl.DataFrame, list[str], int] | None:
 
 
 def _regular_block(data: bytes, header: list[str], separator: str, seq: int, line: int) -> pl.DataFrame | None:
-    """Whole lines after the header read by polars' CSV reader, several times faster than
-    splitting text; None when they are not plainly regular, and the line-by-line path
-    takes the file. `seq` and `line` are the first line's.
-
-    Regular: UTF-8 (which the reader checks), LF or CRLF endings, no blank line, and every
-    line with exactly the header's number of fields. The reader skips blank lines and
-    pads short ones, so both are ruled out by counting line ends and separators in the
-    bytes: with no line too long (the reader raises) and the total right, none is short.
-    """
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+    """Whole lines after the header, if regular (see `regular_fields`), with their identity
+    columns; `seq` and `line` are the first line's. None sends the file to the line-by-line path."""
+    frame = regular_fields(data, len(header), separator)
+    columns = trimmed(frame, _wanted(header)) if frame is not None else None
+    if frame is None or columns is None:
         return None
-    width = len(header)
-    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
-    if data.count(separator.encode()) != lines * (width - 1):
-        return None
-    try:
-        frame = pl.read_csv(data, separator=separator, has_header=False, quote_char=None,
-                            schema={f"_{i}": pl.String for i in range(width)},
-                            truncate_ragged_lines=False) if lines else pl.DataFrame(
-                                schema={f"_{i}": pl.String for i in range(width)})
-    except pl.exceptions.PolarsError:  # invalid UTF-8 (the reader checks it) or a line too long
-        return None
-    if frame.height != lines:
-        return None
-    wanted = _wanted(header)
-    # Stripping copies every string; most columns have no padded value, so look first.
-    padded = frame.select(pl.any_horizontal(pl.col(f"_{i}").str.starts_with(" ").any(),
-                                            pl.col(f"_{i}").str.ends_with(" ").any()).alias(str(i))
-                          for i, _ in wanted).row(0) if lines else [False] * len(wanted)
     n = frame.height
-    body = frame.select(pl.int_range(seq, seq + n, dtype=pl.UInt32).alias("seq"),
+    return frame.select(pl.int_range(seq, seq + n, dtype=pl.UInt32).alias("seq"),
                         pl.int_range(seq + 1, seq + n + 1, dtype=pl.Int64).alias("record"),
                         pl.int_range(line, line + n, dtype=pl.Int64).alias("line"),
-                        pl.lit(1, pl.Int32).alias("item-index"),
-                        *[(_blank_to_null(pl.col(f"_{i}")) if pad else pl.col(f"_{i}")).alias(h)
-                          for (i, h), pad in zip(wanted, padded, strict=True)])
-    # A line of nothing but spaces and separators is blank to the line-by-line path: let it decide.
-    if n and body.select(pl.all_horizontal(pl.col(h).is_null() for _, h in wanted).any()).item():
-        return None
-    return body
+                        pl.lit(1, pl.Int32).alias("item-index"), *columns)
 
 
 def _wanted(header: list[str]) -> list[tuple[int, str]]:
@@ -260,7 +231,7 @@ def _rows(name: str, body: pl.DataFrame, header: list[str]) -> pl.DataFrame:
         row = ragged.row(0, named=True)
         raise SnapshotError(f"{name} line {row['line']}: the line has {row['_n']} fields but the header has {len(header)}")
     return body.select(*record_columns(body.height, pl.col("line")),
-                       *[_blank_to_null(pl.col(h)).alias(h) for _, h in _wanted(header)])
+                       *[blank_to_null(pl.col(h)).alias(h) for _, h in _wanted(header)])
 
 
 def _quoted_csv_rows(text: str, name: str) -> tuple[pl.DataFrame, list[str], int]:
@@ -301,13 +272,8 @@ def _parquet_rows(data: bytes, name: str) -> tuple[pl.DataFrame, list[str]]:
     header = frame.columns
     wanted = [h for h in header if h in SNAPSHOT_COLUMNS]
     frame = frame.select(*record_columns(frame.height, pl.int_range(1, frame.height + 1)),
-                         *[_blank_to_null(pl.col(h).cast(pl.String)) for h in wanted])
+                         *[blank_to_null(pl.col(h).cast(pl.String)) for h in wanted])
     return frame, header
-
-
-def _blank_to_null(value: pl.Expr) -> pl.Expr:
-    value = value.str.strip_chars(" ")
-    return pl.when(value.str.len_bytes() > 0).then(value)
 
 
 def _reject(name: str, where: str, frame: pl.DataFrame, issues: pl.DataFrame) -> None:

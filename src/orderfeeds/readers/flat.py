@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from orderfeeds.errors import FeedError
 from orderfeeds.feedtypes import FLAT_FIELDS, FeedType, Field
-from orderfeeds.readers.model import ISSUE_SCHEMA, Note, RawFeed, record_columns
-from orderfeeds.readers.text import is_blank, split_lines
+from orderfeeds.readers.model import ID_COLUMNS, ISSUE_SCHEMA, Note, RawFeed, record_columns
+from orderfeeds.readers.text import is_blank, line_widths, regular_fields, split_lines, trimmed
 
 TEMPLATE_PREFIX = "TemplateType="
+_BLANK_LINES = re.compile(r"(?:[ \t]*\r?\n)*")
 
 
 def detect_flat(header: list[str], template: str | None) -> FeedType | None:
@@ -32,20 +35,16 @@ def detect_flat(header: list[str], template: str | None) -> FeedType | None:
 
 def read_flat(text: str, feed_type: FeedType | None) -> RawFeed:
     """Cut the text into records; ragged rows become issues, never shifted rows."""
-    lines = split_lines(text)
-    content = lines.filter(~is_blank(pl.col("text")))
-    if content.height == 0:
+    head = _first_lines(text, 2)
+    if not head:
         raise FeedError("unknown-feed-type", "the file has no header and no records")
     template = None
-    first = content.row(0, named=True)
-    if first["text"].lstrip(" ").startswith(TEMPLATE_PREFIX):
-        template = first["text"]
-        content = content.slice(1)
-    if content.height == 0:
+    if head[0][1].lstrip(" ").startswith(TEMPLATE_PREFIX):
+        template = head.pop(0)[1]
+    if not head:
         raise FeedError("missing-column", "the file has a template line but no header line")
-    header_row = content.row(0, named=True)
-    header_line = header_row["line"]
-    header = [name.strip(" ").lstrip("\ufeff") for name in header_row["text"].split("\t")]
+    header_line, header_text = head[0]
+    header = [name.strip(" ").lstrip("\ufeff") for name in header_text.split("\t")]
     detected = detect_flat(header, template)
     feed_type = feed_type or detected
     if feed_type is None:
@@ -57,21 +56,71 @@ def read_flat(text: str, feed_type: FeedType | None) -> RawFeed:
         raise FeedError("unknown-feed-type", f"the file is a flat file, not an XML {feed_type.value} feed")
     fields = FLAT_FIELDS[feed_type]
     notes, positions = _map_header(header, fields, header_line)
-    body = content.slice(1).with_columns(pl.col("text").str.split("\t").alias("_fields"))
+    regular = _regular_records(text, header_line, len(header), fields, positions)
+    if regular is not None:
+        return RawFeed(feed_type=feed_type, fields=fields, frame=regular[0], issues=regular[1],
+                       notes=tuple(notes), column_order=tuple(positions))
+    lines = split_lines(text)
+    body = lines.filter((pl.col("line") > header_line) & ~is_blank(pl.col("text"))).with_columns(pl.col("text").str.split("\t").alias("_fields"))
     frame = body.select(
         *record_columns(body.height, pl.col("line")),
         *[_field_value(positions.get(f.name), f) for f in fields],
         pl.col("_fields").list.len().alias("_width"),
     )
-    issues = frame.filter(pl.col("_width") != len(header)).select(
+    issues = _ragged(frame, len(header))
+    return RawFeed(feed_type=feed_type, fields=fields, frame=frame.drop("_width"), issues=issues,
+                   notes=tuple(notes), column_order=tuple(positions))
+
+
+def _first_lines(text: str, count: int) -> list[tuple[int, str]]:
+    """Up to `count` leading non-blank lines with their numbers, without splitting the whole text."""
+    found: list[tuple[int, str]] = []
+    start, number = 0, 1
+    while len(found) < count:
+        skipped = _BLANK_LINES.match(text, start).end()  # type: ignore[union-attr]
+        number += text.count("\n", start, skipped)
+        end = text.find("\n", skipped)
+        end = len(text) if end < 0 else end
+        line = text[skipped:end].removesuffix("\r")
+        if not line.strip(" \t"):  # the end, or a last blank line with no line end
+            break
+        found.append((number, line))
+        start, number = end + 1, number + 1
+    return found
+
+
+def _regular_records(text: str, header_line: int, width: int, fields: tuple[Field, ...],
+                     positions: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The records after the header, and their ragged-row issues, through polars' CSV reader
+    when no line is blank (see `line_widths`); None: split the lines instead."""
+    start = 0
+    for _ in range(header_line):  # the header is line `header_line`: skip to the line after it
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return None
+    data = text[start:].encode("utf-8")
+    widths = line_widths(data)
+    frame = regular_fields(data, width, ragged=True) if widths is not None else None
+    wanted = [(position, name) for name, position in positions.items()]
+    columns = trimmed(frame, wanted) if frame is not None else None
+    if widths is None or frame is None or columns is None or frame.height != widths.len():
+        return None
+    n = frame.height
+    present = {name for _, name in wanted}
+    records = frame.select(*record_columns(n, pl.int_range(header_line + 1, header_line + 1 + n)), *columns).select(
+        *ID_COLUMNS, *[pl.col(f.name) if f.name in present else pl.lit(None, pl.String).alias(f.name) for f in fields])
+    return records, _ragged(records.select("seq", widths.alias("_width")), width)
+
+
+def _ragged(frame: pl.DataFrame, width: int) -> pl.DataFrame:
+    """A `ragged-row` issue for every record whose line has more or fewer fields than the header."""
+    return frame.filter(pl.col("_width") != width).select(
         pl.col("seq"),
         pl.lit(0, pl.Int32).alias("rank"),
         pl.lit("ragged-row").alias("error"),
         pl.format("the line has {} fields but the header has {}; check for a missing or extra tab",
-                  pl.col("_width"), pl.lit(len(header))).alias("message"),
+                  pl.col("_width"), pl.lit(width)).alias("message"),
     ).cast(ISSUE_SCHEMA)
-    return RawFeed(feed_type=feed_type, fields=fields, frame=frame.drop("_width"), issues=issues,
-                   notes=tuple(notes), column_order=tuple(positions))
 
 
 def _map_header(header: list[str], fields: tuple[Field, ...], header_line: int) -> tuple[list[Note], dict[str, int]]:
