@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from orderfeeds.apply import Applied, apply_records, empty_history
 from orderfeeds.errors import FeedError, OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult, assemble_rows, fatal_result, note_rows, refund_totals
-from orderfeeds.readers import DEFAULT_MAX_BYTES, RawFeed, looks_like_xml, read_feed
+from orderfeeds.readers import DEFAULT_MAX_BYTES, RawFeed, feed_head, feed_sha256, looks_like_xml, read_feed
 from orderfeeds.readers.model import Note
 from orderfeeds.readers.xml import detect_xml, sniff_xml
 from orderfeeds.report import write_reports
@@ -103,24 +102,26 @@ class _Clock:
         self.last = now
 
 
-def mark_source(result: FeedResult, data: bytes) -> FeedResult:
+def mark_source(result: FeedResult, source: bytes | Path) -> FeedResult:
     """Note whether the feed is XML (and whose), which decides the processing report's format."""
-    result.xml = looks_like_xml(data)
+    head = feed_head(source)
+    result.xml = looks_like_xml(head)
     if result.xml:
-        result.merchant_identifier = sniff_xml(data).merchant_identifier
+        result.merchant_identifier = sniff_xml(head).merchant_identifier
     return result
 
 
-def rejected(name: str, data: bytes, sha256: str, as_of: str, note: Note,
+def rejected(name: str, data: bytes | Path, sha256: str, as_of: str, note: Note,
              feed_type: FeedType | None = None) -> FeedResult:
     """The result of a feed rejected whole, in the format its own kind of report takes."""
     return mark_source(fatal_result(name, sha256, as_of, feed_type, note), data)
 
 
-def prepare(data: bytes, sha256: str, name: str, options: ProcessOptions) -> Prepared | FeedResult:
-    """Read and validate one feed; a FeedResult instead when the file is rejected whole.
+def prepare(data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> Prepared | FeedResult:
+    """Read and validate one feed (its bytes, or its file: XML is then streamed, never held whole);
+    a FeedResult instead when the file is rejected whole.
 
-    `sha256` is the caller's hash of `data`: it has to hash first to spot a duplicate file.
+    `sha256` is the caller's hash of the feed: it has to hash first to spot a duplicate file.
     """
     options = options.stamped()
     timings: dict[str, float] = {}
@@ -128,14 +129,15 @@ def prepare(data: bytes, sha256: str, name: str, options: ProcessOptions) -> Pre
     try:
         raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
     except FeedError as exc:
-        detected = options.feed_type or (detect_xml(data) if looks_like_xml(data) else None)
+        head = feed_head(data)
+        detected = options.feed_type or (detect_xml(head) if looks_like_xml(head) else None)
         return rejected(name, data, sha256, options.as_of, Note(exc.name, exc.message, exc.line), detected)
     clock.lap("read")
     valid = validate_records(raw)
     clock.lap("validate")
     xml = raw.feed_type.is_xml
     return Prepared(name, sha256, options.as_of, raw, valid, timings, xml,
-                    sniff_xml(data).merchant_identifier if xml else None)
+                    sniff_xml(feed_head(data)).merchant_identifier if xml else None)
 
 
 def conclude(prepared: Prepared, lines: pl.DataFrame, history: pl.DataFrame) -> tuple[FeedResult, Applied]:
@@ -156,13 +158,13 @@ def conclude(prepared: Prepared, lines: pl.DataFrame, history: pl.DataFrame) -> 
     return result, applied
 
 
-def advance(data: bytes, name: str, state: RunState, options: ProcessOptions) -> FeedResult:
-    """Process one feed against `state` and advance the state; a rejected file changes nothing.
+def advance(data: bytes | Path, name: str, state: RunState, options: ProcessOptions) -> FeedResult:
+    """Process one feed (bytes or a file) against `state` and advance the state; a rejected file changes nothing.
 
     The same bytes are never applied twice in one call (SPEC §4.4).
     """
     options = options.stamped()
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = feed_sha256(data)
     if sha256 in state.seen:
         note = Note("duplicate-feed", f"the same file was already processed as {state.seen[sha256]} in this run; "
                     "nothing was applied again")
@@ -189,10 +191,10 @@ def process_feeds(feeds: list[Path], snapshot: Path, out_dir: Path, options: Pro
     run = ProcessRun(results=[], state=state.lines)
     for path in feeds:
         try:
-            data = path.read_bytes()
+            # The state only changes once the whole feed has been read, so a failed read applies nothing.
+            result = advance(path, path.name, state, options)
         except OSError as exc:
             raise OrderfeedsError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-        result = advance(data, path.name, state, options)
         started = time.perf_counter()
         run.report_files.append(write_reports(result, out_dir))
         result.timings["report"] = time.perf_counter() - started

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import polars as pl
 from orderfeeds.apply.state import DELTA_COLUMNS
 from orderfeeds.outcomes import FeedResult
 from orderfeeds.pipeline import ProcessOptions, conclude, prepare, rejected
+from orderfeeds.readers import feed_sha256
 from orderfeeds.readers.model import Note
 from orderfeeds.report import atomic_write, render_reports
 from orderfeeds.state.store import DEFAULT_URL, FeedEntry, StateStore, open_store
@@ -217,13 +217,14 @@ def _handle(claimed: Path, store: StateStore, options: RunOptions, log: Callable
 
 def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
            progress: Callable[[str], None] | None) -> tuple[FeedResult | None, FeedEntry | None]:
+    started = time.perf_counter()
     try:
-        data = claimed.read_bytes()
+        # Hashed in chunks and, for XML, streamed again by the reader: the file is never held whole.
+        sha256 = feed_sha256(claimed)
     except FileNotFoundError:
         return None, None
-    started = time.perf_counter()
+    data = claimed
     process = options.process.stamped()
-    sha256 = hashlib.sha256(data).hexdigest()
     earlier = store.applied_feed(sha256)
     lines = pl.DataFrame()
     ledger = None

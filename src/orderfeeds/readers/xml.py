@@ -11,21 +11,23 @@ How a file is read, in order:
    no DTD loading, no network, libxml2's size and depth limits kept). Its document
    info is checked again for a DOCTYPE (a second line of defence for encodings the
    byte scan cannot read), and the root must be `AmazonEnvelope`.
-3. The file is streamed with `lxml.etree.iterparse` (same hardening), reporting
-   only the end of top-level `Message` elements and of the root. At the first
-   Message the envelope before it is checked (Header against the XSD, MessageType,
-   optional MarketplaceName / PurgeAndReplace / EffectiveDate in order); between
-   messages only whitespace and further Messages may appear. Any envelope break
+3. The file is streamed with `lxml.etree.iterparse` (same hardening) from its path or
+   its bytes, reporting only the end of top-level `Message` elements and of the root. At
+   the first Message the envelope before it is checked (Header against the XSD,
+   MessageType, optional MarketplaceName / PurgeAndReplace / EffectiveDate in order);
+   between messages only whitespace and further Messages may appear. Any envelope break
    rejects the file (`malformed-xml`, or `unknown-feed-type` for another Amazon
    MessageType or a `--feed-type` that names the other XML type).
-4. Each Message is validated on its own against a message-level schema (root
-   `Message`, payload fixed to the feed's MessageType, built from the shipped
-   XSDs and compiled once per thread), its records are cut out, and it is cleared
-   and its previous siblings deleted, so memory stays flat in the file size.
-5. Records are gathered as Python rows and moved into frame chunks every CHUNK_ROWS
-   records (all-null columns cost no string buffers); at the end the chunks become
-   one frame (concatenated, not rechunked) and repeated MessageIDs are found in one
-   vectorised pass over a compact per-message index.
+4. Each Message is judged exactly as its message-level schema (root `Message`, payload
+   fixed to the feed's MessageType, built from the shipped XSDs, compiled once per thread)
+   judges it. A message whose shape the XSD has accepted before is taken on the fast
+   path (xmlfast: its leaf values are gathered and checked in bulk per chunk); any other
+   message, and any fast-path message that fails a bulk check, is validated with the XSD
+   on its own and its records are cut out one by one. Both give the same records.
+5. Messages are handled in chunks of CHUNK_MESSAGES: a chunk's messages stay in the tree
+   until the chunk is checked, then they are deleted, so the tree never grows with the
+   file. Each chunk becomes a frame in file order; at the end the chunks become one frame
+   (concatenated, not rechunked) and repeated MessageIDs are found in one vectorised pass.
 
 Records: an `Item` (OrderAcknowledgement) or `AdjustedItem` (OrderAdjustment) is one
 record; an acknowledgement without Items (and any message whose items cannot be
@@ -55,14 +57,18 @@ import io
 import re
 import threading
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 from lxml import etree
 
 from orderfeeds.errors import FeedError
 from orderfeeds.feedtypes import ADJUSTMENT_REASONS, CANCEL_REASONS, FeedType, Field, Kind
+from orderfeeds.readers import xmlfast
 from orderfeeds.readers.model import ISSUE_SCHEMA, RawFeed, record_columns
 
 # ----------------------------------------------------------------------------- fields
@@ -174,8 +180,8 @@ SNIFF_BYTES = 256 * 1024
 # DOCTYPE check (step 2) still applies.
 WIDE_PROLOG_BYTES = 4 * 1024 * 1024
 MAX_EXPLANATIONS = 10
-# Records gathered as Python rows before they move into a frame chunk.
-CHUNK_ROWS = 8 * 1024
+# Messages per chunk: fast-path messages are kept (detached) until their chunk is checked.
+CHUNK_MESSAGES = 8 * 1024
 
 _XML_SPACE = " \t\r\n"
 _SPACE_RUN = re.compile(rb"[ \t\r\n]*")
@@ -316,21 +322,41 @@ def detect_xml(data: bytes) -> FeedType | None:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_xml(data: bytes, feed_type: FeedType | None, max_bytes: int) -> RawFeed:
-    """Raw records of an XML feed, or a FeedError naming why the whole file is rejected."""
-    if len(data) > max_bytes:
-        raise FeedError("feed-too-large", f"the file has {len(data):,} bytes; the limit is {max_bytes:,}")
+def read_xml(source: bytes | Path, feed_type: FeedType | None, max_bytes: int) -> RawFeed:
+    """Raw records of an XML feed (its bytes, or a file streamed from disk), or a FeedError naming why
+    the whole file is rejected."""
+    size = source.stat().st_size if isinstance(source, Path) else len(source)
+    if size > max_bytes:
+        raise FeedError("feed-too-large", f"the file has {size:,} bytes; the limit is {max_bytes:,}")
     if feed_type is not None and not feed_type.is_xml:
         raise FeedError("unknown-feed-type", f"the file is XML, not a flat {feed_type.value} feed")
-    _reject_prolog_declarations(data)
-    _check_root(data)
-    return _Reader(feed_type).read(data)
+    _reject_prolog_declarations(read_head(source, WIDE_PROLOG_BYTES))
+    _check_root(_chunks(source))
+    return _Reader(feed_type).read(source)
+
+
+def read_head(source: bytes | Path, limit: int) -> bytes:
+    """At most `limit` first bytes of a feed: all that detection and the prolog checks look at."""
+    if isinstance(source, Path):
+        with open(source, "rb") as stream:
+            return stream.read(limit)
+    return source[:limit]
+
+
+def _chunks(source: bytes | Path) -> Iterator[bytes]:
+    if isinstance(source, Path):
+        with open(source, "rb") as stream:
+            while chunk := stream.read(HEAD_CHUNK):
+                yield chunk
+        return
+    for start in range(0, len(source), HEAD_CHUNK):
+        yield source[start:start + HEAD_CHUNK]
 
 
 class _Reader:
     """One pass over one file; holds the rows and issues built so far."""
 
-    def __init__(self, wanted: FeedType | None):
+    def __init__(self, wanted: FeedType | None, fast: bool = True):
         self.wanted = wanted
         self.feed_type: FeedType | None = None
         self.fields: tuple[Field, ...] = ()
@@ -342,25 +368,33 @@ class _Reader:
         self.promotion_id = self.currency = -1
         self.payload_tag = self.item_tag = ""
         self.schema: etree.XMLSchema | None = None
-        # Rows are stored as tuples: tuples of strings are untracked by the cyclic GC, lists are not.
+        # Messages on the per-message path (XSD on each): rows as tuples (tuples of strings are
+        # untracked by the cyclic GC, lists are not), keyed by message ordinal and item index.
         self.rows: list[tuple[str | None, ...]] = []
-        self.records: list[int] = []
-        self.lines: list[int] = []
-        self.item_index: list[int] = []
+        self.keys: tuple[array, array, array, array, array, array] = _key_arrays()
         self.chunks: list[pl.DataFrame] = []
-        self.flushed = 0  # records already moved into `chunks`
-        self.issues: tuple[list[int], list[int], list[str], list[str]] = ([], [], [], [])
-        # Per message, compactly: MessageID (-1 when not a number), start line, first seq, record count.
-        # Repeated MessageIDs are found from these at the end, in one vectorised pass.
-        self.message_ids, self.message_lines = array("q"), array("q")
-        self.message_seqs, self.message_sizes = array("q"), array("q")
+        # Schema issues by (message ordinal, item index); they get their seq once the frame is built.
+        self.issues: tuple[array, array, list[str]] = (array("q"), array("q"), [])
         self.messages = 0
+        self.flushed_messages = 0
+        self.last: etree._Element | None = None
+        self.fast = fast
+        self.shapes: dict[tuple, xmlfast.Shape] = {}
+        self.batch: xmlfast.Batch | None = None
+        self.order_tags: tuple[str, ...] = ()
+        self.item_tags: tuple[str, ...] = ()
         self.root: etree._Element | None = None
 
     # -- the stream --------------------------------------------------------------
 
-    def read(self, data: bytes) -> RawFeed:
-        events = etree.iterparse(io.BytesIO(data), events=("end",), tag=("Message", ROOT_TAG), **PARSER_OPTIONS)
+    def read(self, source: bytes | Path) -> RawFeed:
+        if isinstance(source, Path):
+            with open(source, "rb") as stream:
+                return self._read(stream)
+        return self._read(io.BytesIO(source))
+
+    def _read(self, stream: BinaryIO) -> RawFeed:
+        events = etree.iterparse(stream, events=("end",), tag=("Message", ROOT_TAG), **PARSER_OPTIONS)
         root = None
         try:
             for _, elem in events:
@@ -389,8 +423,7 @@ class _Reader:
         self._done(elem, root, len(before))
 
     def _next_message(self, elem: etree._Element, root: etree._Element) -> None:
-        # Normally exactly one element precedes: the previous (processed, cleared) Message.
-        count = 0
+        # Normally exactly one element precedes since the last message: that message itself.
         for other in elem.itersiblings(preceding=True):
             if other.tag != "Message":
                 raise _envelope_break(other, "is not part of the envelope; only Message elements may follow the "
@@ -398,19 +431,21 @@ class _Reader:
             tail = other.tail
             if tail is not None and tail.strip(_XML_SPACE):
                 _check_tail(other)
-            count += 1
-        self._done(elem, root, count)
+            if other is self.last:
+                break
+        self._done(elem, root, 0)
 
     def _done(self, elem: etree._Element, root: etree._Element, before: int) -> None:
         self.messages += 1
-        self._records(elem)
-        if len(self.rows) >= CHUNK_ROWS:
-            self._flush()
-        # Memory stays flat: this message is done and nothing before it is needed again.
-        # Its tail may still be growing in the parser, so it is kept.
-        elem.clear(keep_tail=True)
+        self.last = elem
+        if not (self.fast and self._fast(elem, self.messages)):
+            self._records(elem, self.messages)
+            # Its tail may still be growing in the parser, so it is kept.
+            elem.clear(keep_tail=True)
         if before:
-            del root[:before]
+            del root[:before]  # the envelope's Header and MessageType, checked already
+        if self.messages - self.flushed_messages >= CHUNK_MESSAGES:
+            self._flush()
 
     def _finish(self, root: etree._Element) -> None:
         children = list(root)
@@ -484,6 +519,8 @@ class _Reader:
         position = self.position = {f.name: i for i, f in enumerate(self.fields)}
         self.order_position = {name: position[name] for name in ORDER_ELEMENTS[found]}
         self.item_position = {name: position[name] for name in ITEM_ELEMENTS[found]}
+        self.order_tags, self.item_tags = ORDER_ELEMENTS[found], ITEM_ELEMENTS[found]
+        self.batch = xmlfast.Batch(self.fields)
         if found is FeedType.XML_ADJUSTMENT:
             self.price_position = {name: position[name] for name in PRICE_COMPONENTS}
             self.promotion_position = {kind: position[name] for kind, name in PROMOTION_COMPONENTS.items()}
@@ -491,11 +528,62 @@ class _Reader:
 
     # -- one message -------------------------------------------------------------
 
-    def _records(self, message: etree._Element) -> None:
-        # The hot path: one pass over each level, no ElementPath, no per-field function calls.
+    def _fast(self, message: etree._Element, ordinal: int) -> bool:
+        """Take the message on the fast path (see xmlfast); False leaves it to the XSD."""
+        nodes = list(message.iter())
+        tags = tuple(map(xmlfast.TAG, nodes))
+        key = (tags, tuple(map(len, nodes)))
+        shape = self.shapes.get(key)
+        if shape is None:
+            shape = self.shapes[key] = xmlfast.Shape(nodes, tags, key[1], self.item_tag)
+        if not shape.usable:
+            return False
+        texts = list(map(xmlfast.TEXT, nodes))
+        types = shape.types(texts)
+        plan = shape.plans.get(types)
+        if plan is None:
+            if types in shape.plans or not self.schema.validate(message):
+                return False
+            assert self.batch is not None and self.feed_type is not None
+            plan = xmlfast.build_plan(self.batch.plans, message, nodes, shape, self.feed_type, self.payload_tag,
+                                      self.item_tag, self.order_tags, self.item_tags, PROMOTION_COMPONENTS)
+            shape.plans[types] = plan
+            if plan is None:
+                return False
+            self.batch.plans += 1
+            self.batch.add_plan(plan)
+        try:
+            values = xmlfast.SEP.join(shape.leaves(texts))
+        except TypeError:  # an empty leaf: never valid, the XSD says why
+            return False
+        stray = "".join(filter(None, shape.inner(texts))) + "".join(filter(None, map(xmlfast.TAIL, shape.inside(nodes))))
+        if stray.strip(_XML_SPACE):
+            return False
+        currencies = [amount.get("currency", xmlfast.ABSENT) for amount in shape.amounts(nodes)]
+        if sum(map(len, map(xmlfast.KEYS, nodes))) != len(currencies) - currencies.count(xmlfast.ABSENT):
+            return False  # an attribute other than an Amount's currency
+        batch = self.batch
+        assert batch is not None
+        batch.messages.append(ordinal)
+        batch.plan_ids.append(plan.id)
+        batch.vals.append(values)
+        batch.curs.append(xmlfast.SEP.join(currencies))
+        line = message.sourceline
+        batch.message_lines.append(line)
+        batch.offsets.append(len(batch.lines))
+        if shape.item_positions:
+            batch.lines.extend([item.sourceline for item in shape.items(nodes)])
+        else:
+            batch.lines.append(line)
+        batch.elements[ordinal] = message
+        return True
+
+    def _records(self, message: etree._Element, ordinal: int) -> None:
+        """The per-message path: the XSD on the message, then its records cut out one by one."""
         explained_whole: list[str] = []
         explained_items: dict[int, list[str]] = {}
         schema = self.schema
+        assert schema is not None
         if not schema.validate(message):
             explained_whole, explained_items = _explain(schema.error_log, self.payload_tag, self.item_tag)
 
@@ -510,7 +598,7 @@ class _Reader:
         if message_id and _MESSAGE_ID.fullmatch(message_id) and int(message_id) > 0:
             record, numbered = int(message_id), True
         else:
-            record, numbered = self.messages, False  # see the module doc
+            record, numbered = ordinal, False  # see the module doc
 
         base: list[str | None] = [None] * len(self.fields)
         items: list[etree._Element] = []
@@ -527,38 +615,30 @@ class _Reader:
                     if text is not None:
                         base[index] = text.strip(_XML_SPACE) or None
 
-        self.message_ids.append(record if numbered else -1)
-        self.message_lines.append(message.sourceline)
-        self.message_seqs.append(self.flushed + len(self.rows))
-        self.message_sizes.append(len(items) or 1)
-
-        rows, fill_item = self.rows, self._fill_item
+        message_line = message.sourceline
+        rows, keys = self.rows, self.keys
         if not items:
             rows.append(tuple(base))
-            self.records.append(record)
-            self.lines.append(message.sourceline)
-            self.item_index.append(1)
-            problems = explained_whole
-            if problems:
-                self._problems(self.flushed + len(rows) - 1, record, numbered, message, problems)
+            _append_key(keys, ordinal, 1, record, numbered, message_line, message_line)
+            if explained_whole:
+                self._problems(ordinal, 1, record, numbered, message, explained_whole)
             return
         last = len(items) - 1
         for position, item in enumerate(items):
             row = base if position == last else base.copy()
-            currency_problem = fill_item(item, row)
+            currency_problem = self._fill_item(item, row)
             rows.append(tuple(row))
-            self.records.append(record)
-            self.lines.append(item.sourceline)
-            self.item_index.append(position + 1)
+            _append_key(keys, ordinal, position + 1, record, numbered, item.sourceline, message_line)
             problems = explained_whole
             if explained_items or currency_problem:
                 problems = problems + explained_items.get(position + 1, [])
                 if currency_problem:
                     problems.append(f"line {item.sourceline}, {self.item_tag}: {currency_problem}")
             if problems:
-                self._problems(self.flushed + len(rows) - 1, record, numbered, message, problems)
+                self._problems(ordinal, position + 1, record, numbered, message, problems)
 
-    def _problems(self, seq: int, record: int, numbered: bool, message: etree._Element, problems: list[str]) -> None:
+    def _problems(self, ordinal: int, item: int, record: int, numbered: bool, message: etree._Element,
+                  problems: list[str]) -> None:
         if numbered:
             label = f"message {record}"
         else:
@@ -566,8 +646,11 @@ class _Reader:
                      f"report shows it as record {record}, its position in the file)")
         shown = problems[:MAX_EXPLANATIONS]
         more = len(problems) - len(shown)
-        self._issue(seq, "schema-violation", f"{label} does not match the {self.payload_tag} message schema: "
-                    + "; ".join(shown) + (f"; and {more} more" if more else ""))
+        messages, items, texts = self.issues
+        messages.append(ordinal)
+        items.append(item)
+        texts.append(f"{label} does not match the {self.payload_tag} message schema: "
+                     + "; ".join(shown) + (f"; and {more} more" if more else ""))
 
     def _fill_item(self, item: etree._Element, row: list[str | None]) -> str | None:
         """Item fields into `row`; a sentence when the item's amounts disagree on currency."""
@@ -606,43 +689,57 @@ class _Reader:
                         "amounts of one item are in the order's currency")
         return None
 
-    def _issue(self, seq: int, error: str, message: str) -> None:
-        seqs, ranks, errors, messages = self.issues
-        seqs.append(seq)
-        ranks.append(0)
-        errors.append(error)
-        messages.append(message)
-
     # -- the frame ---------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Turn the rows gathered so far into a frame chunk: Python objects stay few, Arrow holds the rest."""
+        """Close a chunk: check the fast-path messages in bulk, send those that fail to the XSD, and
+        turn the chunk's records into one frame in file order."""
+        self.flushed_messages = self.messages
+        parts = []
+        batch, root = self.batch, self.root
+        if batch is not None and batch.messages:
+            assert root is not None
+            fast, failed = batch.frame()
+            for ordinal in failed:
+                self._records(batch.elements[ordinal], ordinal)
+            batch.reset()
+            parts.append(fast)
+        if root is not None and self.last is not None and self.last.getparent() is root:
+            # Memory stays flat: the chunk's messages are done. The last one stays, as its tail may
+            # still be growing in the parser.
+            del root[:root.index(self.last)]
         n = len(self.rows)
-        if not n:
-            return
-        values: dict[str, pl.Series] = {}
-        for field, column in zip(self.fields, zip(*self.rows, strict=True), strict=True):
-            # Most columns of most chunks are empty; an all-null column needs no string buffers.
-            values[field.name] = (pl.repeat(None, n, dtype=pl.String, eager=True) if column.count(None) == n
-                                  else pl.Series(field.name, column, dtype=pl.String))
-        self.chunks.append(pl.DataFrame({
-            "_record": pl.Series(self.records, dtype=pl.Int64),
-            "_line": pl.Series(self.lines, dtype=pl.Int64),
-            "_item": pl.Series(self.item_index, dtype=pl.Int32),
-            **values,
-        }))
-        self.flushed += n
-        self.rows, self.records, self.lines, self.item_index = [], [], [], []
+        if n:
+            values: dict[str, pl.Series] = {}
+            for field, column in zip(self.fields, zip(*self.rows, strict=True), strict=True):
+                # Most columns of most chunks are empty; an all-null column needs no string buffers.
+                values[field.name] = (pl.repeat(None, n, dtype=pl.String, eager=True) if column.count(None) == n
+                                      else pl.Series(field.name, column, dtype=pl.String))
+            ordinals, items, records, numbered, lines, message_lines = self.keys
+            parts.append(pl.DataFrame({
+                "_msg": pl.Series(ordinals, dtype=pl.Int64),
+                "_item": pl.Series(items, dtype=pl.Int32),
+                "_record": pl.Series(records, dtype=pl.Int64),
+                "_numbered": pl.Series(numbered, dtype=pl.Int8).cast(pl.Boolean),
+                "_line": pl.Series(lines, dtype=pl.Int64),
+                "_mline": pl.Series(message_lines, dtype=pl.Int64),
+                **values,
+            }))
+            self.rows, self.keys = [], _key_arrays()
+        if parts:
+            self.chunks.append(pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item"))
 
-    def _duplicates(self) -> pl.DataFrame:
+    def _duplicates(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`duplicate-message-id` for every record of every message whose MessageID an earlier one has."""
-        ids = pl.Series("id", self.message_ids, dtype=pl.Int64)
+        messages = frame.filter(pl.col("_item") == 1).select(
+            pl.when(pl.col("_numbered")).then(pl.col("_record")).otherwise(-1).alias("id"),
+            pl.col("_mline").alias("line"), pl.col("seq").cast(pl.Int64),
+        )
+        ids = messages.get_column("id")
         if ids.filter(ids > 0).is_unique().all():
             return pl.DataFrame(schema=ISSUE_SCHEMA)
-        messages = pl.DataFrame([
-            ids, pl.Series("line", self.message_lines, dtype=pl.Int64),
-            pl.Series("seq", self.message_seqs, dtype=pl.Int64), pl.Series("size", self.message_sizes, dtype=pl.Int64),
-        ]).with_row_index("order")
+        sizes = frame.group_by("_msg", maintain_order=True).len().get_column("len").cast(pl.Int64)
+        messages = messages.with_columns(sizes.alias("size")).with_row_index("order")
         numbered = messages.filter(pl.col("id") > 0)
         first = numbered.group_by("id").agg(pl.col("order").min().alias("first"),
                                             pl.col("line").sort_by("order").first().alias("first-line"))
@@ -660,19 +757,40 @@ class _Reader:
     def _raw_feed(self) -> RawFeed:
         assert self.feed_type is not None  # _finish raised otherwise
         self._flush()
-        n = self.flushed
         # No rechunk: copying every string column into one buffer would cost far more memory than the frame.
-        frame = pl.concat(self.chunks, rechunk=False).select(
+        frame = pl.concat(self.chunks, rechunk=False)
+        n = frame.height
+        frame = frame.with_columns(pl.int_range(0, n, dtype=pl.UInt32).alias("seq"))
+        ordinals, items, texts = self.issues
+        schema_issues = pl.DataFrame({
+            "_msg": pl.Series(ordinals, dtype=pl.Int64), "_item": pl.Series(items, dtype=pl.Int32),
+            "message": pl.Series(texts, dtype=pl.String),
+        }).join(frame.select("_msg", "_item", "seq"), on=["_msg", "_item"], how="left").select(
+            "seq", pl.lit(0, pl.Int32).alias("rank"), pl.lit("schema-violation").alias("error"), "message",
+        ).cast(ISSUE_SCHEMA)
+        issues = pl.concat([schema_issues, self._duplicates(frame)]).sort("seq", maintain_order=True)
+        frame = frame.select(
             *record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item")),
             *[pl.col(f.name) for f in self.fields],
         )
-        seqs, ranks, errors, messages = self.issues
-        issues = pl.concat([
-            pl.DataFrame({"seq": seqs, "rank": ranks, "error": errors, "message": messages}, schema=ISSUE_SCHEMA),
-            self._duplicates(),
-        ]).sort("seq", maintain_order=True)
         return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
                        column_order=tuple(f.name for f in self.fields))
+
+
+def _key_arrays() -> tuple[array, array, array, array, array, array]:
+    """Per record of the per-message path: message ordinal, item index, record, numbered, line, message line."""
+    return array("q"), array("q"), array("q"), array("b"), array("q"), array("q")
+
+
+def _append_key(keys: tuple[array, ...], ordinal: int, item: int, record: int, numbered: bool, line: int,
+                message_line: int) -> None:
+    ordinals, items, records, flags, lines, message_lines = keys
+    ordinals.append(ordinal)
+    items.append(item)
+    records.append(record)
+    flags.append(numbered)
+    lines.append(line)
+    message_lines.append(message_line)
 
 
 def _component(component: etree._Element, positions: dict[str, int], row: list[str | None],
@@ -757,12 +875,12 @@ def _has_doctype(elem: etree._Element) -> bool:
         or bool(info.system_url) or bool(info.public_id)
 
 
-def _check_root(data: bytes) -> None:
+def _check_root(chunks: Iterable[bytes]) -> None:
     """Parse up to the root start tag: it must be AmazonEnvelope, and no DOCTYPE may precede it."""
     parser = etree.XMLPullParser(events=("start",), **PARSER_OPTIONS)
     try:
-        for start in range(0, len(data), HEAD_CHUNK):
-            parser.feed(data[start:start + HEAD_CHUNK])
+        for chunk in chunks:
+            parser.feed(chunk)
             for _, elem in parser.read_events():
                 if _has_doctype(elem):
                     line = elem.sourceline
