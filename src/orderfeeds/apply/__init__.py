@@ -15,8 +15,15 @@ from orderfeeds.apply.adjustment import (
     resolve_merchant_ids,
 )
 from orderfeeds.apply.cancellation import evaluate_cancellations
-from orderfeeds.apply.state import empty_effects, empty_merchant_ids, fold_effects, fold_merchant_ids
+from orderfeeds.apply.state import (
+    empty_effects,
+    empty_merchant_ids,
+    fold_effects,
+    fold_merchant_ids,
+    with_positions,
+)
 from orderfeeds.feedtypes import FeedType
+from orderfeeds.snapshot import KEY
 
 OUTCOME_SCHEMA = {"seq": pl.UInt32, "error": pl.String, "message": pl.String, "counts-toward-rate": pl.Boolean}
 
@@ -57,18 +64,23 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
         records = records.with_columns(pl.lit(None, pl.Int64).alias("quantity"))
     records = with_rounds(records)
     feed_orders = records.get_column("order-id").drop_nulls().unique().implode()
-    # `working` holds the lines of orders that still have records to come, so every order
-    # in it has a record in the current round; orders whose last record is done retire.
-    # Masks with is_in split a frame in one pass where a semi and an anti join take two.
+    # `working` holds the lines of the feed's orders, each at a fixed row `_pos`, with its
+    # order's number `_order_no`: a record finds its line by position (a gather, where a
+    # join on two string keys would hash both sides every round) and a round's effects
+    # are written back at those positions. An is_in mask splits the state in one pass.
     in_feed = state.get_column("order-id").is_in(feed_orders)
-    working, untouched = state.filter(in_feed), state.filter(~in_feed)
+    working, untouched = with_positions(state.filter(in_feed)), state.filter(~in_feed)
+    records = records.join(working.select(*KEY, "_pos"), on=KEY, how="left", maintain_order="left")
     if adjusting:
         records = records.with_columns(known_orders(records, working))
     seen = history.filter(pl.col("order-id").is_in(feed_orders))
-    outcomes, effects, added, ids, retired = [], [], [], [], []
-    rounds = int(records.get_column("_round").max() or 0) + 1 if records.height else 0
-    for number in range(rounds):
-        batch = records.filter(pl.col("_round") == number)
+    outcomes, effects, added, ids = [], [], [], []
+    # Sorted by round, each round's records are a slice: no filter copies all records per round.
+    records = records.sort("_round", "seq")
+    sizes = records.get_column("_round").value_counts(sort=False).sort("_round").get_column("count").to_list()
+    starts = [sum(sizes[:number]) for number in range(len(sizes))]
+    for number, (start, size) in enumerate(zip(starts, sizes, strict=True)):
+        batch = records.slice(start, size)
         if adjusting:
             round_outcomes, round_effects = evaluate_adjustments(batch, working, seen, labels)
             new = history_rows(batch, round_effects.get_column("seq"), feed)
@@ -79,20 +91,17 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
             working = fold_merchant_ids(working, round_ids)
             ids.append(round_ids)
         outcomes.append(round_outcomes)
-        effects.append(round_effects)
+        effects.append(round_effects.drop("_pos"))
         working = fold_effects(working, round_effects)
-        if number + 1 < rounds:
+        if number + 1 < len(sizes):
+            # Finished orders' history is never compared again: keep the next rounds' joins small.
             finished = batch.filter(pl.col("_last") == number).get_column("order-id").implode()
-            done = working.get_column("order-id").is_in(finished)
-            retired.append(working.filter(done))
-            working = working.filter(~done)
             seen = seen.filter(~pl.col("order-id").is_in(finished))
-    retired.append(working)
     all_effects = pl.concat(effects) if effects else empty_effects()
     all_outcomes = pl.concat(outcomes).cast(OUTCOME_SCHEMA) if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
     # Row order of the state carries no meaning: snapshots are written sorted by key.
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
-                   state=pl.concat([untouched, *retired]),
+                   state=pl.concat([untouched, working.drop("_pos", "_order_no")]),
                    history=pl.concat(added) if added else empty_history(),
                    merchant_ids=pl.concat(ids) if ids else empty_merchant_ids())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from orderfeeds.apply.rules import Rule, judge, plural
-from orderfeeds.apply.state import EFFECT_SCHEMA, open_units
+from orderfeeds.apply.state import POSITIONED_EFFECT_SCHEMA, open_units
 from orderfeeds.snapshot import CHARGED_COMPONENTS, KEY, OTHER_NET, PROMOTION_COMPONENTS
 from orderfeeds.validate import MONEY, minus_flag
 
@@ -188,8 +188,10 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
              .select(*KEY, "merchant-adjustment-item-id", C("feed").alias("dup-feed"), C("record").alias("dup-record")))
     alike = (history.unique([*KEY, "fingerprint"], keep="first", maintain_order=True)
              .select(*KEY, "fingerprint", C("feed").alias("same-feed"), C("record").alias("same-record")))
-    joined = (batch.with_columns(pl.sum_horizontal([C(c) for c in COMPONENTS]).alias("net"))
-              .join(_line_view(state), on=KEY, how="left")
+    # `_pos` is the record's line in `state` (null: no such line), so its view is a gather.
+    lines = _line_view(state).drop(KEY).select(pl.all().gather(batch.get_column("_pos")))
+    joined = (pl.concat([batch.with_columns(pl.sum_horizontal([C(c) for c in COMPONENTS]).alias("net")), lines],
+                        how="horizontal")
               .join(by_id, on=[*KEY, "merchant-adjustment-item-id"], how="left")
               .join(alike, on=[*KEY, "fingerprint"], how="left"))
     judged = judge(joined, _rules(labels or {}))
@@ -201,13 +203,13 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
                                      "not sent twice", C("same-record"), C("same-feed"))).otherwise(C("message")).alias("message"),
         pl.lit(False).alias("counts-toward-rate"),
     )
-    accepted = judged.filter(C("error").is_null())
-    effects = accepted.select(
-        "seq", *KEY, C("quantity-cancelled").alias("units-cancelled"),
+    # Select, then filter: filtering first would copy every column of the joined frame.
+    effects = judged.lazy().filter(C("error").is_null()).select(
+        "seq", *KEY, "_pos", C("quantity-cancelled").alias("units-cancelled"),
         *[C(component).alias(done) for component, (_, done) in CHARGED_COMPONENTS.items()],
         *[(-C(component)).alias(done) for component, (_, done) in PROMOTION_COMPONENTS.items()],
         pl.sum_horizontal([C(c) for c in UNCAPPED]).alias(OTHER_NET),
-    ).cast(EFFECT_SCHEMA)
+    ).select(list(POSITIONED_EFFECT_SCHEMA)).cast(POSITIONED_EFFECT_SCHEMA).collect()
     return outcomes, effects
 
 

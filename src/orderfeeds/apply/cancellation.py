@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from orderfeeds.apply.rules import Rule, judge, plural
-from orderfeeds.apply.state import EFFECT_SCHEMA, MERCHANT_ID_SCHEMA, open_units
+from orderfeeds.apply.state import MERCHANT_ID_SCHEMA, POSITIONED_EFFECT_SCHEMA, open_units
 from orderfeeds.snapshot import KEY
 
 C = pl.col
@@ -30,7 +30,7 @@ def _order_view(state: pl.DataFrame) -> pl.DataFrame:
 
 def _line_view(state: pl.DataFrame) -> pl.DataFrame:
     return state.select(
-        *KEY,
+        *KEY, "_pos",
         C("quantity-shipped").alias("l-shipped"),
         C("quantity-cancelled").alias("l-cancelled"),
         open_units().alias("l-open"),
@@ -95,8 +95,9 @@ def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl
         if column not in batch.columns:
             batch = batch.with_columns(pl.lit(None, pl.String).alias(column))
     joined = (batch.with_columns(ack.alias("ack"))
-              .join(_order_view(state), on="order-id", how="left")
-              .join(_line_view(state), on=KEY, how="left"))
+              .join(_order_view(state.filter(C("order-id").is_in(batch.get_column("order-id").implode()))),
+                    on="order-id", how="left")
+              .join(_line_view(state).drop("_pos"), on=KEY, how="left"))
     # The buyer's request is per line; a whole-order cancellation is covered if any line was asked for.
     requested = pl.when(C("order-item-id").is_null()).then(C("o-buyer-requested")).otherwise(C("l-buyer-requested"))
     buyer_asked = (C("reason") == "BuyerCanceled") & requested
@@ -111,12 +112,12 @@ def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl
     )
     accepted = judged.filter(C("error").is_null() & ~C("ack"))
     items = accepted.filter(C("order-item-id").is_not_null()).select(
-        "seq", *KEY, pl.coalesce(C("quantity"), C("l-open")).alias("units-cancelled"))
+        "seq", *KEY, "_pos", pl.coalesce(C("quantity"), C("l-open")).alias("units-cancelled"))
     # A whole-order cancellation cancels the open units of every line of the order.
     whole = (accepted.filter(C("order-item-id").is_null()).select("seq", "order-id")
              .join(_line_view(state), on="order-id", how="inner")
              .filter(C("l-open") > 0)
-             .select("seq", *KEY, C("l-open").alias("units-cancelled")))
+             .select("seq", *KEY, "_pos", C("l-open").alias("units-cancelled")))
     effects = pl.concat([items, whole], how="vertical_relaxed")
     ids = judged.filter(C("error").is_null() & C("ack")).select(
         "seq", *KEY, "merchant-order-id", "merchant-order-item-id").cast(MERCHANT_ID_SCHEMA)
@@ -124,5 +125,6 @@ def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl
 
 
 def _complete_effects(effects: pl.DataFrame) -> pl.DataFrame:
-    missing = [pl.lit("0").cast(dtype).alias(name) for name, dtype in EFFECT_SCHEMA.items() if name not in effects.columns]
-    return effects.with_columns(missing).select(list(EFFECT_SCHEMA)).cast(EFFECT_SCHEMA)
+    missing = [pl.lit("0").cast(dtype).alias(name) for name, dtype in POSITIONED_EFFECT_SCHEMA.items()
+               if name not in effects.columns]
+    return effects.with_columns(missing).select(list(POSITIONED_EFFECT_SCHEMA)).cast(POSITIONED_EFFECT_SCHEMA)

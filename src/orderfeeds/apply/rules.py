@@ -34,13 +34,13 @@ def judge(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
     """
     error, message = first_failure(rules)
     judged = frame.with_columns(error.alias("error"))
-    failing = judged.filter(pl.col("error").is_not_null())
-    if failing.height == 0:
-        return judged.with_columns(pl.lit(None, pl.String).alias("message"))
-    return pl.concat([
-        judged.filter(pl.col("error").is_null()).with_columns(pl.lit(None, pl.String).alias("message")),
-        failing.with_columns(message.alias("message")),
-    ])
+    at = judged.select(pl.arg_where(pl.col("error").is_not_null())).to_series()
+    messages = pl.Series("message", [None], pl.String).extend_constant(None, judged.height - 1) if judged.height \
+        else pl.Series("message", [], pl.String)
+    if at.len():
+        # Scattered in, so the frame is not split and rebuilt: its other columns are not copied.
+        messages = messages.scatter(at, judged[at].select(message).to_series())
+    return judged.with_columns(messages)
 
 
 def plural(count: pl.Expr, word: str) -> pl.Expr:

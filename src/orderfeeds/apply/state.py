@@ -18,6 +18,8 @@ EFFECT_SCHEMA: dict[str, pl.DataType] = {
     "seq": pl.UInt32, "order-id": pl.String, "order-item-id": pl.String, "units-cancelled": COUNT,
     **{column: MONEY for column in DELTA_COLUMNS},
 }
+# Inside apply, effects also carry `_pos`: the line's row in the working lines.
+POSITIONED_EFFECT_SCHEMA: dict[str, pl.DataType] = {**EFFECT_SCHEMA, "_pos": pl.UInt32}
 
 
 # What a `Success` acknowledgement records: the seller's own ids for an order and its lines.
@@ -30,12 +32,12 @@ def fold_merchant_ids(state: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
     if ids.height == 0:
         return state
     orders = (ids.filter(pl.col("merchant-order-id").is_not_null()).unique("order-id", keep="last", maintain_order=True)
-              .select("order-id", pl.col("merchant-order-id").alias("_order")))
+              .select("order-id", pl.col("merchant-order-id").alias("_merchant_order")))
     items = (ids.filter(pl.col("merchant-order-item-id").is_not_null() & pl.col("order-item-id").is_not_null())
              .unique(KEY, keep="last", maintain_order=True).select(*KEY, pl.col("merchant-order-item-id").alias("_item")))
     return (state.join(orders, on="order-id", how="left", maintain_order="left")
             .join(items, on=KEY, how="left", maintain_order="left")
-            .with_columns(pl.coalesce("_order", "merchant-order-id").alias("merchant-order-id"),
+            .with_columns(pl.coalesce("_merchant_order", "merchant-order-id").alias("merchant-order-id"),
                           pl.coalesce("_item", "merchant-order-item-id").alias("merchant-order-item-id"))
             .select(state.columns))
 
@@ -52,20 +54,35 @@ def open_units() -> pl.Expr:
     return pl.col("quantity-ordered") - pl.col("quantity-shipped") - pl.col("quantity-cancelled")
 
 
-def fold_effects(state: pl.DataFrame, effects: pl.DataFrame) -> pl.DataFrame:
-    """The state after `effects`; statuses of touched orders are recomputed, others kept."""
+def with_positions(lines: pl.DataFrame) -> pl.DataFrame:
+    """Lines with `_pos` (the row number) and `_order_no` (a number per order), for `fold_effects`."""
+    orders = lines.select("order-id").unique().with_row_index("_order_no")
+    return (lines.with_row_index("_pos")
+            .join(orders, on="order-id", how="left", maintain_order="left")
+            .select(*lines.columns, "_pos", "_order_no"))
+
+
+def fold_effects(lines: pl.DataFrame, effects: pl.DataFrame) -> pl.DataFrame:
+    """The lines after `effects`, which name their line by `_pos` (see `with_positions`);
+    the statuses of the orders they touch are recomputed, others kept."""
     if effects.height == 0:
-        return state
-    totals = effects.group_by(KEY).agg(pl.col("units-cancelled").sum(), *[pl.col(c).sum() for c in DELTA_COLUMNS])
-    merged = state.join(totals, on=KEY, how="left", suffix="_delta", maintain_order="left").with_columns(
-        (pl.col("quantity-cancelled") + pl.col("units-cancelled").fill_null(0)).alias("quantity-cancelled"),
-        *[(pl.col(c) + pl.col(f"{c}_delta").fill_null(0)).alias(c) for c in DELTA_COLUMNS],
-    )
-    touched = merged.join(totals.select("order-id").unique(), on="order-id", how="semi")
-    statuses = touched.group_by("order-id").agg(recomputed_status().alias("_status"))
-    return (merged.join(statuses, on="order-id", how="left", maintain_order="left")
-            .with_columns(pl.coalesce(pl.col("_status"), pl.col("order-status")).alias("order-status"))
-            .select(state.columns))
+        return lines
+    totals = effects.group_by("_pos").agg(pl.col("units-cancelled").sum(), *[pl.col(c).sum() for c in DELTA_COLUMNS])
+    at = totals.get_column("_pos")
+    # Scatter writes only the touched rows; a join would rebuild every column of every line.
+    updated = []
+    for column, delta in (("quantity-cancelled", "units-cancelled"), *((c, c) for c in DELTA_COLUMNS)):
+        values = lines.get_column(column)
+        updated.append(values.clone().scatter(at, values.gather(at) + totals.get_column(delta).cast(values.dtype)))
+    lines = lines.with_columns(updated)
+    touched = lines.get_column("_order_no").gather(at).unique().implode()
+    statuses = (lines.select("_order_no", "order-status", "quantity-ordered", "quantity-shipped", "quantity-cancelled")
+                .filter(pl.col("_order_no").is_in(touched))
+                .group_by("_order_no").agg(recomputed_status().alias("_status")))
+    by_order = pl.Series("_status", [None], pl.String).extend_constant(None, int(lines.get_column("_order_no").max()))
+    by_order = by_order.scatter(statuses.get_column("_order_no"), statuses.get_column("_status"))
+    return lines.with_columns(pl.coalesce(by_order.gather(lines.get_column("_order_no")), pl.col("order-status"))
+                              .alias("order-status"))
 
 
 def recomputed_status() -> pl.Expr:
