@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+
+import polars as pl
+
 from orderfeeds.apply.state import DELTA_COLUMNS
 from orderfeeds.feedtypes import Kind
 from orderfeeds.snapshot import SNAPSHOT_FIELDS
+from orderfeeds.state import chunks
 
 
 def sql_name(column: str) -> str:
@@ -22,8 +28,35 @@ _LINE_DEFINITIONS = ",\n  ".join(f"{sql_name(f.name)} {_sql_type(f.kind)}" for f
 DELTA_SQL = [sql_name(c) for c in DELTA_COLUMNS]
 _DELTA_DEFINITIONS = ",\n  ".join(f"{c} TEXT NOT NULL" for c in DELTA_SQL)
 
-# Each entry moves the schema one version up; never edit an entry once released.
-MIGRATIONS: list[list[str]] = [
+
+
+def _rows_frame(db: sqlite3.Connection, query: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Version-1 rows (money as text, booleans as 0/1) as a typed frame."""
+    stored = {c: pl.String() if isinstance(t, pl.Decimal) else pl.Int64() if t == pl.Boolean else t
+              for c, t in schema.items()}
+    frame = pl.DataFrame(db.execute(query).fetchall(), schema=stored, orient="row")
+    return frame.cast(schema)
+
+
+def _rows_to_chunks(db: sqlite3.Connection) -> None:
+    """Version 2: lines and ledger rows move from one SQL row each into bucketed chunks, so a
+    feed moves them in bulk instead of one Python tuple per row."""
+    lines = _rows_frame(db, f"SELECT {', '.join(LINE_COLUMNS)} FROM order_lines_v1 ORDER BY order_id, order_item_id",
+                        chunks.LINE_SCHEMA)
+    db.executemany("INSERT INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)", chunks.split(lines))
+    ledger_columns = ["record", "item_index", "line", "order_id", "order_item_id", "units_cancelled", *DELTA_SQL,
+                      "merchant_adjustment_item_id", "fingerprint"]
+    ledger = _rows_frame(db, f"SELECT feed_id, {', '.join(ledger_columns)} FROM effects_v1 ORDER BY feed_id, rowid",
+                         {"feed_id": pl.Int64(), **chunks.LEDGER_SCHEMA})
+    for (feed_id,), rows in ledger.partition_by("feed_id", as_dict=True, maintain_order=True,
+                                                include_key=False).items():
+        db.executemany(f"INSERT INTO effects (feed_id, bucket, rows, data) VALUES ({int(feed_id)}, ?, ?, ?)",
+                       chunks.split(rows))
+
+
+# Each entry moves the schema one version up; never edit an entry once released. A step is SQL,
+# or a function for data that SQL alone cannot move.
+MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
     [
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"""CREATE TABLE order_lines (
@@ -59,6 +92,20 @@ MIGRATIONS: list[list[str]] = [
   feed_id INTEGER NOT NULL REFERENCES feeds (id), record INTEGER NOT NULL, order_id TEXT NOT NULL,
   order_item_id TEXT, merchant_order_id TEXT, merchant_order_item_id TEXT
 )""",
+    ],
+    [
+        "ALTER TABLE order_lines RENAME TO order_lines_v1",
+        "ALTER TABLE effects RENAME TO effects_v1",
+        # All lines of the orders in one bucket (chunks.bucket_of), sorted by order and item.
+        "CREATE TABLE order_lines (bucket INTEGER PRIMARY KEY, lines INTEGER NOT NULL, data BLOB NOT NULL)",
+        # The ledger rows one feed applied to the orders in one bucket, in record order.
+        """CREATE TABLE effects (
+  feed_id INTEGER NOT NULL REFERENCES feeds (id), bucket INTEGER NOT NULL, rows INTEGER NOT NULL,
+  data BLOB NOT NULL, PRIMARY KEY (bucket, feed_id)
+)""",
+        _rows_to_chunks,
+        "DROP TABLE order_lines_v1",
+        "DROP TABLE effects_v1",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

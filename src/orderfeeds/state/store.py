@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,13 +14,11 @@ import polars as pl
 from orderfeeds.apply.adjustment import HISTORY_SCHEMA
 from orderfeeds.apply.state import DELTA_COLUMNS
 from orderfeeds.errors import OrderfeedsError
-from orderfeeds.feedtypes import Kind
-from orderfeeds.snapshot import SNAPSHOT_FIELDS
-from orderfeeds.state.schema import DELTA_SQL, LINE_COLUMNS, MIGRATIONS, SCHEMA_VERSION, sql_name
-from orderfeeds.validate import COUNT, MONEY
+from orderfeeds.state import chunks
+from orderfeeds.state.chunks import LEDGER_SCHEMA, LINE_SCHEMA, DamagedChunk
+from orderfeeds.state.schema import MIGRATIONS, SCHEMA_VERSION, sql_name
 
 DEFAULT_URL = "sqlite:///feeds/state.db"
-BATCH = 50_000
 
 
 class StateError(OrderfeedsError):
@@ -87,19 +86,16 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-_LINE_SCHEMA = {
-    sql_name(f.name): (COUNT if f.kind is Kind.COUNT else pl.Boolean if f.kind is Kind.BOOL else
-                       MONEY if f.kind is Kind.MONEY else pl.String)
-    for f in SNAPSHOT_FIELDS
-}
+def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """`frame` in the stored column order and types; an empty frame of any types becomes empty typed."""
+    if frame.height == 0:
+        return pl.DataFrame(schema=schema)
+    return frame.select(list(schema)).cast(schema)  # type: ignore[arg-type]
 
 
-def _to_sql_rows(frame: pl.DataFrame) -> list[tuple]:
-    """Money as exact text, booleans as 0/1: the portable column types."""
-    converted = frame.with_columns(
-        pl.col(c).cast(pl.String) for c, t in frame.schema.items() if isinstance(t, pl.Decimal)
-    ).with_columns(pl.col(c).cast(pl.Int64) for c, t in frame.schema.items() if t == pl.Boolean)
-    return converted.rows()
+def _json_list(values: list) -> str:
+    # One JSON parameter read with json_each: a single statement, whatever the number of values.
+    return json.dumps(values)
 
 
 class SqliteStore:
@@ -107,6 +103,8 @@ class SqliteStore:
 
     def __init__(self, path: Path):
         self.path = path
+        # The buckets load_lines decoded, kept for the commit that follows (see _loaded_buckets).
+        self._loaded: tuple[tuple[int, int], list[int] | None, pl.DataFrame] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit, one per feed.
@@ -145,7 +143,10 @@ class SqliteStore:
         try:
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
-                    self.db.execute(statement)
+                    if callable(statement):
+                        statement(self.db)
+                    else:
+                        self.db.execute(statement)
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.db.execute("COMMIT")
         except BaseException:
@@ -180,74 +181,102 @@ class SqliteStore:
 
         return _Tx()
 
-    def _select_frame(self, query: str, params: tuple = (), schema: dict | None = None) -> pl.DataFrame:
-        """Rows of a query as a frame; `schema` gives Decimal, Boolean and Int64 columns their types."""
+    def _damaged(self, exc: DamagedChunk) -> StateError:
+        return StateError(f"the state database {self.path} is damaged ({exc}); restore it from a backup")
+
+    def _blobs(self, query: str, params: tuple = ()) -> list[tuple]:
         try:
-            cursor = self.db.execute(query, params)
-            rows = cursor.fetchall()
-            names = [d[0] for d in cursor.description]
+            return self.db.execute(query, params).fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        series = []
-        for name, values in zip(names, columns, strict=True):
-            wanted = (schema or {}).get(name)
-            if isinstance(wanted, pl.Decimal):
-                series.append(pl.Series(name, values, dtype=pl.String).cast(wanted))
-            elif wanted == pl.Boolean:
-                series.append(pl.Series(name, values, dtype=pl.Int64).cast(pl.Boolean))
-            elif wanted is not None:
-                series.append(pl.Series(name, values, dtype=wanted))
-            else:
-                series.append(pl.Series(name, values, strict=False))
-        return pl.DataFrame(series)
 
-    def _lines_frame(self, query: str, params: tuple = ()) -> pl.DataFrame:
-        frame = self._select_frame(query, params, _LINE_SCHEMA)
-        return frame.rename({sql_name(f.name): f.name for f in SNAPSHOT_FIELDS})
+    def _unchanged_since(self) -> tuple[int, int]:
+        """Changes by another connection move data_version; changes by this one move total_changes."""
+        try:
+            return self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes
+        except sqlite3.DatabaseError as exc:
+            raise self._explain(exc) from None
 
-    def _fill_wanted(self, table: str, values: pl.Series) -> None:
-        self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (value TEXT PRIMARY KEY)")
-        self.db.execute(f"DELETE FROM {table}")
-        self.db.executemany(f"INSERT OR IGNORE INTO {table} (value) VALUES (?)", ((v,) for v in values.to_list()))
+    def _loaded_buckets(self, buckets: list[int]) -> pl.DataFrame:
+        """The lines stored in `buckets`: what load_lines decoded if nothing was written since, else read again."""
+        if self._loaded is not None:
+            marker, loaded, frame = self._loaded
+            if marker == self._unchanged_since() and (loaded is None or set(buckets) <= set(loaded)):
+                if loaded is not None and set(buckets) == set(loaded):
+                    return frame
+                return frame.filter(chunks.bucket_of().is_in(buckets))
+        return self._lines_of(buckets)
+
+    def _lines_of(self, buckets: list[int] | None) -> pl.DataFrame:
+        """The lines stored in `buckets` (None: every bucket)."""
+        if buckets is None:
+            rows = self._blobs("SELECT data FROM order_lines ORDER BY bucket")
+        else:
+            rows = self._blobs("SELECT data FROM order_lines WHERE bucket IN (SELECT value FROM json_each(?)) "
+                               "ORDER BY bucket", (_json_list(buckets),))
+        try:
+            return chunks.decode_all([row[0] for row in rows], LINE_SCHEMA)
+        except DamagedChunk as exc:
+            raise self._damaged(exc) from None
+
+    def _ledger_of(self, buckets: list[int]) -> pl.DataFrame:
+        """The ledger rows of the orders in `buckets`, with their feed, in application order."""
+        rows = self._blobs("SELECT e.feed_id, e.rows, e.data FROM effects e "
+                           "WHERE e.bucket IN (SELECT value FROM json_each(?))", (_json_list(buckets),))
+        try:
+            ledger = chunks.decode_all([row[2] for row in rows], LEDGER_SCHEMA)
+        except DamagedChunk as exc:
+            raise self._damaged(exc) from None
+        feed_ids = pl.Series("feed-id", [row[0] for row in rows], dtype=pl.Int64).repeat_by(
+            pl.Series([row[1] for row in rows], dtype=pl.UInt32)).explode()
+        if feed_ids.len() != ledger.height:
+            raise self._damaged(DamagedChunk("a ledger chunk does not hold the rows it claims"))
+        return ledger.with_columns(feed_ids).sort("feed-id", "record", maintain_order=True)
+
+    def _feed_names(self) -> pl.DataFrame:
+        rows = self._blobs("SELECT id, name, committed_at FROM feeds")
+        return pl.DataFrame(rows, schema={"feed-id": pl.Int64, "feed": pl.String, "committed_at": pl.String},
+                            orient="row")
 
     # -- snapshot ---------------------------------------------------------------------
 
     def import_snapshot(self, lines: pl.DataFrame, file_name: str, sha256: str) -> int:
-        placeholders = ", ".join("?" for _ in LINE_COLUMNS)
-        rows = _to_sql_rows(lines.select([f.name for f in SNAPSHOT_FIELDS]))
+        stored = chunks.split(_typed(lines, LINE_SCHEMA).sort("order-id", "order-item-id"))
         with self._transaction() as db:
             db.execute("DELETE FROM order_lines")
-            for start in range(0, len(rows), BATCH):
-                db.executemany(f"INSERT INTO order_lines ({', '.join(LINE_COLUMNS)}) VALUES ({placeholders})",
-                               rows[start:start + BATCH])
+            db.executemany("INSERT INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)", stored)
             db.execute("INSERT INTO imports (file_name, sha256, lines, imported_at) VALUES (?, ?, ?, ?)",
-                       (file_name, sha256, len(rows), _now()))
-        return len(rows)
+                       (file_name, sha256, lines.height, _now()))
+        return lines.height
 
     def export_lines(self) -> pl.DataFrame:
-        return self._lines_frame(f"SELECT {', '.join(LINE_COLUMNS)} FROM order_lines ORDER BY order_id, order_item_id")
+        return self._lines_of(None).sort("order-id", "order-item-id")
 
     def load_lines(self, order_ids: pl.Series, merchant_order_ids: pl.Series) -> pl.DataFrame:
         """The lines of the orders a feed names, by order id or by the seller's order id."""
-        self._fill_wanted("wanted_orders", order_ids)
+        wanted = order_ids.drop_nulls().unique()
+        self._loaded = None
+        marker = self._unchanged_since()
         if merchant_order_ids.len():
-            self._fill_wanted("wanted_merchant", merchant_order_ids)
-            self.db.execute("INSERT OR IGNORE INTO wanted_orders (value) SELECT order_id FROM order_lines "
-                            "WHERE merchant_order_id IN (SELECT value FROM wanted_merchant)")
-        return self._lines_frame(f"SELECT {', '.join('l.' + c for c in LINE_COLUMNS)} FROM order_lines l "
-                                 "JOIN wanted_orders w ON l.order_id = w.value")
+            # The seller's ids are not what buckets are made of: look in every bucket.
+            loaded = None
+            lines = self._lines_of(None)
+            found = lines.filter(pl.col("merchant-order-id").is_in(merchant_order_ids.implode())).get_column("order-id")
+            wanted = pl.concat([wanted.cast(pl.String), found]).unique()
+        else:
+            loaded = chunks.buckets(wanted)
+            lines = self._lines_of(loaded)
+        self._loaded = (marker, loaded, lines)
+        return lines.filter(pl.col("order-id").is_in(wanted.implode()))
 
     def load_history(self, order_ids: pl.Series) -> pl.DataFrame:
-        self._fill_wanted("wanted_orders", order_ids)
-        frame = self._select_frame(
-            "SELECT e.order_id, e.order_item_id, e.merchant_adjustment_item_id, e.fingerprint, f.name, e.record "
-            "FROM effects e JOIN feeds f ON f.id = e.feed_id JOIN wanted_orders w ON e.order_id = w.value "
-            "WHERE e.fingerprint IS NOT NULL ORDER BY e.feed_id, e.record")
-        if frame.height == 0:
+        wanted = order_ids.drop_nulls().unique()
+        ledger = self._ledger_of(chunks.buckets(wanted)).filter(
+            pl.col("fingerprint").is_not_null() & pl.col("order-id").is_in(wanted.implode()))
+        if ledger.height == 0:
             return pl.DataFrame(schema=HISTORY_SCHEMA)
-        frame.columns = ["order-id", "order-item-id", "merchant-adjustment-item-id", "fingerprint", "feed", "record"]
-        return frame.with_columns(pl.lit(None, pl.UInt32).alias("seq")).select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
+        return (ledger.join(self._feed_names(), on="feed-id", how="left", maintain_order="left")
+                .with_columns(pl.lit(None, pl.UInt32).alias("seq")).select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA))
 
     # -- registry ---------------------------------------------------------------------
 
@@ -285,15 +314,20 @@ class SqliteStore:
     def commit_feed(self, entry: FeedEntry, lines: pl.DataFrame, ledger: pl.DataFrame,
                     merchant_ids: pl.DataFrame, reports: dict[str, bytes]) -> FeedEntry:
         """One transaction: the registry row, the changed lines, the ledger and the reports."""
-        placeholders = ", ".join("?" for _ in LINE_COLUMNS)
-        line_rows = _to_sql_rows(lines.select([f.name for f in SNAPSHOT_FIELDS]))
-        orders = lines.get_column("order-id").unique()
-        ledger_columns = ["record", "item_index", "line", "order_id", "order_item_id", "units_cancelled",
-                          *DELTA_SQL, "merchant_adjustment_item_id", "fingerprint"]
-        ledger_rows = _to_sql_rows(ledger.select("record", "item-index", "line", "order-id", "order-item-id",
-                                                 "units-cancelled", *DELTA_COLUMNS,
-                                                 "merchant-adjustment-item-id", "fingerprint"))
+        lines = _typed(lines, LINE_SCHEMA)
+        ledger = _typed(ledger, LEDGER_SCHEMA)
+        missing = [c for c in chunks.LEDGER_REQUIRED if ledger.get_column(c).has_nulls()]
+        if missing:
+            raise ValueError(f"ledger rows without {', '.join(missing)}: nothing was committed")
+        ledger_chunks = chunks.split(ledger)
         with self._transaction() as db:
+            if lines.height:
+                # Read inside the write transaction, before writing anything (see _loaded_buckets):
+                # the buckets rewritten are the ones stored now.
+                orders = lines.get_column("order-id").unique()
+                kept = self._loaded_buckets(chunks.buckets(orders)).filter(~pl.col("order-id").is_in(orders.implode()))
+                # Not sorted again (export sorts): a bucket keeps its lines, then the rewritten ones.
+                line_chunks = chunks.split(pl.concat([kept, lines]))
             cursor = db.execute(
                 "INSERT INTO feeds (name, claim, sha256, applied_sha256, feed_type, outcome, records, successful, "
                 "warnings, errors, report_stem, as_of, committed_at, seconds) "
@@ -302,32 +336,29 @@ class SqliteStore:
                  entry.feed_type, entry.outcome, entry.records, entry.successful, entry.warnings, entry.errors,
                  entry.report_stem, entry.as_of, _now(), entry.seconds))
             feed_id = cursor.lastrowid
-            if line_rows:
-                self._fill_wanted("wanted_orders", orders)
-                db.execute("DELETE FROM order_lines WHERE order_id IN (SELECT value FROM wanted_orders)")
-                for start in range(0, len(line_rows), BATCH):
-                    db.executemany(f"INSERT INTO order_lines ({', '.join(LINE_COLUMNS)}) VALUES ({placeholders})",
-                                   line_rows[start:start + BATCH])
-            for start in range(0, len(ledger_rows), BATCH):
-                db.executemany(
-                    f"INSERT INTO effects (feed_id, {', '.join(ledger_columns)}) "
-                    f"VALUES ({feed_id}, {', '.join('?' for _ in ledger_columns)})", ledger_rows[start:start + BATCH])
+            if lines.height:
+                db.executemany("INSERT OR REPLACE INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)",
+                               line_chunks)
+            db.executemany(f"INSERT INTO effects (feed_id, bucket, rows, data) VALUES ({feed_id}, ?, ?, ?)",
+                           ledger_chunks)
             if merchant_ids.height:
                 db.executemany(
                     f"INSERT INTO merchant_ids (feed_id, record, order_id, order_item_id, merchant_order_id, "
                     f"merchant_order_item_id) VALUES ({feed_id}, ?, ?, ?, ?, ?)",
                     merchant_ids.select("record", "order-id", "order-item-id", "merchant-order-id",
-                                        "merchant-order-item-id").rows())
+                                        "merchant-order-item-id").iter_rows())
             db.executemany("INSERT INTO feed_reports (feed_id, file_name, content) VALUES (?, ?, ?)",
-                           list((feed_id, name, content) for name, content in reports.items()))
+                           [(feed_id, name, content) for name, content in reports.items()])
+        self._loaded = None
         return self.claimed(entry.claim)  # type: ignore[return-value]
 
     def order_effects(self, order_id: str) -> pl.DataFrame:
-        return self._select_frame(
-            "SELECT f.name AS feed, f.committed_at, e.record, e.line, e.order_item_id, e.units_cancelled, "
-            f"{', '.join('e.' + c for c in DELTA_SQL)}, e.merchant_adjustment_item_id "
-            "FROM effects e JOIN feeds f ON f.id = e.feed_id WHERE e.order_id = ? ORDER BY e.feed_id, e.record",
-            (order_id,))
+        ledger = self._ledger_of(chunks.buckets(pl.Series([order_id]))).filter(pl.col("order-id") == order_id)
+        return (ledger.join(self._feed_names(), on="feed-id", how="left", maintain_order="left")
+                .select("feed", "committed_at", "record", "line", pl.col("order-item-id").alias("order_item_id"),
+                        pl.col("units-cancelled").alias("units_cancelled"),
+                        *[pl.col(c).cast(pl.String).alias(sql_name(c)) for c in DELTA_COLUMNS],
+                        pl.col("merchant-adjustment-item-id").alias("merchant_adjustment_item_id")))
 
     def close(self) -> None:
         self.db.close()
