@@ -37,23 +37,43 @@ def child_floor(snapshot: Path, feed: Path) -> dict:
 
 
 def child_process(snapshot: Path, feed: Path) -> dict:
-    """`process` stage by stage: snapshot, read, validate, apply, outcomes, report."""
-    from orderfeeds.pipeline import ProcessOptions, RunState, advance
+    """`process` stage by stage: snapshot, read, validate, apply (+ outcomes), report.
+
+    The stages are called one by one, as `process_feeds` calls them, so the peak
+    memory after each (the process's high-water mark so far) can be recorded.
+    """
+    import hashlib
+
+    from orderfeeds.apply import empty_history
+    from orderfeeds.pipeline import Prepared, conclude
+    from orderfeeds.readers import read_feed
     from orderfeeds.report import write_reports
     from orderfeeds.snapshot import read_snapshot
+    from orderfeeds.validate import validate_records
 
     stages: dict[str, dict] = {}
-    started = time.perf_counter()
-    state = RunState(lines=read_snapshot(snapshot))
-    stages["snapshot"] = {"seconds": time.perf_counter() - started, "peak_mb": _peak_mb()}
+    started = last = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        stages[stage] = {"seconds": now - last, "peak_mb": _peak_mb()}
+        last = now
+
+    lines = read_snapshot(snapshot)
+    lap("snapshot")
     data = feed.read_bytes()
-    result = advance(data, feed.name, state, ProcessOptions(as_of="2026-11-28T06:00:00+00:00"))
-    for stage, seconds in result.timings.items():
-        stages[stage] = {"seconds": seconds}
+    sha256 = hashlib.sha256(data).hexdigest()
+    raw = read_feed(data)
+    lap("read")
+    valid = validate_records(raw)
+    lap("validate")
+    prepared = Prepared(feed.name, sha256, "2026-11-28T06:00:00+00:00", raw, valid, {})
+    result, _ = conclude(prepared, lines, empty_history())
+    lap("apply")
     with tempfile.TemporaryDirectory() as out:
-        began = time.perf_counter()
         write_reports(result, Path(out))
-        stages["report"] = {"seconds": time.perf_counter() - began}
+        lap("report")
     total = time.perf_counter() - started
     return {"stages": stages, "seconds": total, "peak_mb": _peak_mb(), "records": result.records.height}
 
@@ -75,11 +95,22 @@ def child_run(snapshot: Path, feed: Path) -> dict:
         (root_path / "inbox").mkdir()
         shutil.copy(feed, root_path / "inbox" / feed.name)
         (root_path / "inbox" / (feed.name + ".done")).touch()
+        # The runner's progress lines mark its stages: claim+hash, read+validate, load+apply, commit+report.
+        marks: list[tuple[str, float, float]] = []
+        names = {"reading": "claim+hash", "applying": "read+validate", "committing": "load+apply"}
+
+        def progress(line: str) -> None:
+            word = line.rsplit(": ", 1)[-1].split(" ", 1)[0]
+            marks.append((names.get(word, word), time.perf_counter(), _peak_mb()))
+
         started = time.perf_counter()
         report = run_spool(RunOptions(root=root_path, state_url=f"sqlite:///{root_path / 'state.db'}",
-                                      process=ProcessOptions(as_of="2026-11-28T06:00:00+00:00")))
+                                      process=ProcessOptions(as_of="2026-11-28T06:00:00+00:00")), progress=progress)
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "import_seconds": imported, "peak_mb": _peak_mb(),
+        marks.append(("commit+report", time.perf_counter(), _peak_mb()))
+    times = [started] + [at for _, at, _ in marks]
+    stages = {name: {"seconds": times[i + 1] - times[i], "peak_mb": peak} for i, (name, _, peak) in enumerate(marks)}
+    return {"seconds": seconds, "import_seconds": imported, "peak_mb": _peak_mb(), "stages": stages,
             "records": report.feeds[0].entry.records if report.feeds and report.feeds[0].entry else 0}
 
 
@@ -175,6 +206,8 @@ def main() -> None:
     print(f"ratio process / floor: {result['seconds'] / floor['seconds']:.2f}x")
     if args.run:
         run = measure("run", snapshot, feed)
+        for stage, figures in run["stages"].items():
+            print(f"  run {stage:<14} {figures['seconds']:>8.2f}   peak so far {figures['peak_mb']:,.0f} MB")
         print(f"{'run':<10} {run['seconds']:>8.2f} {records / run['seconds']:>12,.0f}   peak {run['peak_mb']:,.0f} MB"
               f"   (snapshot import {run['import_seconds']:.2f} s, not counted)")
         process_without_snapshot = result["seconds"] - result["stages"]["snapshot"]["seconds"]
