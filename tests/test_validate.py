@@ -177,3 +177,72 @@ def test_blank_required_field_ranks_before_a_later_column(sample_state):
     row = result.records.row(0, named=True)
     assert row["error-name"] == "missing-field"
     assert row["error-message"].startswith("order-id is blank; it is required; adjustment-reason-code 'Oops'")
+
+
+# ---------------------------------------------------------------- the polars pre-pass agrees with pandera
+
+_TRICKY = ["", " ", "12.50", "12.5", "-0.00", "-3.00", "1,000.00", "1e3", "100", "0", "-1", "007",
+           "USD", "usd", "JPY", "EUR", "true", "TRUE", "yes", "False", "111-2223334-4445550", "111-2223334-444555",
+           "20000000000001", "2000000000000", "NoInventory", "CustomerReturn", "BuyerCanceled", "Principal",
+           "MFN", "AFN", "Shipped", "Pending", "x" * 20, "１２.５０", "12.50\n", "café"]
+
+
+def _valid(field) -> str:
+    """A value every check of the field accepts."""
+    from orderfeeds.feedtypes import Kind
+
+    return {Kind.ORDER_ID: "111-2223334-4445550", Kind.ITEM_CODE: "20000000000001", Kind.AMOUNT: "1.00",
+            Kind.MONEY: "1.00", Kind.COUNT: "1", Kind.CURRENCY: "USD", Kind.BOOL: "true",
+            Kind.ENUM: field.choices[0] if field.choices else "x"}.get(field.kind, "x")
+
+
+def _frame_strategy(fields):
+    """Valid rows with up to two cells changed, so one bad cell decides a row's fate and a lax check shows."""
+    from hypothesis import strategies as st
+
+    base = {f.name: _valid(f) for f in fields}
+    bad = st.one_of(st.none(), st.sampled_from(_TRICKY), st.text(max_size=12))
+    change = st.tuples(st.sampled_from([f.name for f in fields]), bad)
+    row = st.lists(change, max_size=2).map(lambda changes: {**base, **dict(changes)})
+    return st.lists(row, min_size=1, max_size=25).map(
+        lambda rows: pl.DataFrame(rows, schema={f.name: pl.String for f in fields}).with_row_index("seq"))
+
+
+def _pandera_failures(frame: pl.DataFrame, fields, cross) -> set[int]:
+    """Rows pandera itself fails, over the whole frame (what find_issues did before the pre-pass)."""
+    from orderfeeds.validate import _schema
+
+    schema, _ = _schema(fields, cross)
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return set(frame.get_column("seq").gather(exc.failure_cases.get_column("index").drop_nulls()).to_list())
+    return set()
+
+
+@pytest.mark.parametrize("kind", ["flat-adjustment", "flat-cancellation", "xml-adjustment", "snapshot"])
+def test_pre_pass_fails_exactly_the_rows_pandera_fails(kind):
+    """find_issues shows pandera only the rows the fused polars pass rejects; for that to lose nothing,
+    the pass must reject every row pandera would (and, to be cheap, no more): same sets, on tricky values."""
+    from hypothesis import given, settings
+
+    from orderfeeds.feedtypes import FLAT_CANCELLATION_FIELDS, FeedType
+    from orderfeeds.readers.xml import XML_FIELDS
+    from orderfeeds.snapshot import SNAPSHOT_FIELDS
+    from orderfeeds.validate import CROSS_CHECKS, passes_all
+
+    fields, feed_type = {
+        "flat-adjustment": (FLAT_ADJUSTMENT_FIELDS, FeedType.FLAT_ADJUSTMENT),
+        "flat-cancellation": (FLAT_CANCELLATION_FIELDS, FeedType.FLAT_CANCELLATION),
+        "xml-adjustment": (XML_FIELDS[FeedType.XML_ADJUSTMENT], FeedType.XML_ADJUSTMENT),
+        "snapshot": (SNAPSHOT_FIELDS, None),
+    }[kind]
+    cross = CROSS_CHECKS.get(feed_type, ())
+
+    @settings(max_examples=150, deadline=None)
+    @given(_frame_strategy(fields))
+    def check(frame):
+        rejected = set(frame.filter(~frame.select(passes_all(fields, cross)).to_series()).get_column("seq").to_list())
+        assert rejected == _pandera_failures(frame, fields, cross)
+
+    check()
