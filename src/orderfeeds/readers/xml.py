@@ -24,9 +24,9 @@ How a file is read, in order:
    path (xmlfast: its leaf values are gathered and checked in bulk per chunk); any other
    message, and any fast-path message that fails a bulk check, is validated with the XSD
    on its own and its records are cut out one by one. Both give the same records.
-5. Messages are handled in chunks of CHUNK_MESSAGES: a chunk's messages stay in the tree
-   until the chunk is checked, then they are deleted, so the tree never grows with the
-   file. Each chunk becomes a frame in file order; at the end the chunks become one frame
+5. Messages are handled in chunks of CHUNK_MESSAGES (or CHUNK_BYTES of the file): a
+   chunk's messages stay in the tree until the chunk is checked, then they are deleted, so
+   the tree never grows with the file. Blank text between elements is not kept at all. Each chunk becomes a frame in file order; at the end the chunks become one frame
    (concatenated, not rechunked) and repeated MessageIDs are found in one vectorised pass.
 
 Records: an `Item` (OrderAcknowledgement) or `AdjustedItem` (OrderAdjustment) is one
@@ -180,8 +180,10 @@ SNIFF_BYTES = 256 * 1024
 # DOCTYPE check (step 2) still applies.
 WIDE_PROLOG_BYTES = 4 * 1024 * 1024
 MAX_EXPLANATIONS = 10
-# Messages per chunk: fast-path messages are kept (detached) until their chunk is checked.
+# Messages per chunk: a chunk's messages stay in the tree until the chunk is checked in bulk.
 CHUNK_MESSAGES = 8 * 1024
+# ... and at most about this much of the file, as a chunk is serialized and copied a few times.
+CHUNK_BYTES = 4 * 1024 * 1024
 
 _XML_SPACE = " \t\r\n"
 _SPACE_RUN = re.compile(rb"[ \t\r\n]*")
@@ -379,11 +381,13 @@ class _Reader:
         self.flushed_messages = 0
         self.last: etree._Element | None = None
         self.fast = fast
-        self.shapes: dict[tuple, xmlfast.Shape] = {}
         self.batch: xmlfast.Batch | None = None
         self.order_tags: tuple[str, ...] = ()
         self.item_tags: tuple[str, ...] = ()
         self.root: etree._Element | None = None
+        self.kept: etree._Element | None = None
+        self.stream: BinaryIO | None = None
+        self.flushed_bytes = 0
 
     # -- the stream --------------------------------------------------------------
 
@@ -394,7 +398,11 @@ class _Reader:
         return self._read(io.BytesIO(source))
 
     def _read(self, stream: BinaryIO) -> RawFeed:
-        events = etree.iterparse(stream, events=("end",), tag=("Message", ROOT_TAG), **PARSER_OPTIONS)
+        self.stream = stream
+        # Blank text between elements is dropped as it is parsed (a blank that is an element's whole
+        # content is kept): the XSD ignores it in element-only content, and the chunk serializes smaller.
+        events = etree.iterparse(stream, events=("end",), tag=("Message", ROOT_TAG), remove_blank_text=True,
+                                 **PARSER_OPTIONS)
         root = None
         try:
             for _, elem in events:
@@ -438,13 +446,15 @@ class _Reader:
     def _done(self, elem: etree._Element, root: etree._Element, before: int) -> None:
         self.messages += 1
         self.last = elem
-        if not (self.fast and self._fast(elem, self.messages)):
+        if not self.fast:
             self._records(elem, self.messages)
             # Its tail may still be growing in the parser, so it is kept.
             elem.clear(keep_tail=True)
         if before:
             del root[:before]  # the envelope's Header and MessageType, checked already
-        if self.messages - self.flushed_messages >= CHUNK_MESSAGES:
+        if self.messages - self.flushed_messages >= CHUNK_MESSAGES or (
+                not self.messages % 32 and self.fast and self.stream is not None
+                and self.stream.tell() - self.flushed_bytes >= CHUNK_BYTES):
             self._flush()
 
     def _finish(self, root: etree._Element) -> None:
@@ -527,56 +537,6 @@ class _Reader:
             self.promotion_id, self.currency = position["MerchantPromotionID"], position["currency"]
 
     # -- one message -------------------------------------------------------------
-
-    def _fast(self, message: etree._Element, ordinal: int) -> bool:
-        """Take the message on the fast path (see xmlfast); False leaves it to the XSD."""
-        nodes = list(message.iter())
-        tags = tuple(map(xmlfast.TAG, nodes))
-        key = (tags, tuple(map(len, nodes)))
-        shape = self.shapes.get(key)
-        if shape is None:
-            shape = self.shapes[key] = xmlfast.Shape(nodes, tags, key[1], self.item_tag)
-        if not shape.usable:
-            return False
-        texts = list(map(xmlfast.TEXT, nodes))
-        types = shape.types(texts)
-        plan = shape.plans.get(types)
-        if plan is None:
-            if types in shape.plans or not self.schema.validate(message):
-                return False
-            assert self.batch is not None and self.feed_type is not None
-            plan = xmlfast.build_plan(self.batch.plans, message, nodes, shape, self.feed_type, self.payload_tag,
-                                      self.item_tag, self.order_tags, self.item_tags, PROMOTION_COMPONENTS)
-            shape.plans[types] = plan
-            if plan is None:
-                return False
-            self.batch.plans += 1
-            self.batch.add_plan(plan)
-        try:
-            values = xmlfast.SEP.join(shape.leaves(texts))
-        except TypeError:  # an empty leaf: never valid, the XSD says why
-            return False
-        stray = "".join(filter(None, shape.inner(texts))) + "".join(filter(None, map(xmlfast.TAIL, shape.inside(nodes))))
-        if stray.strip(_XML_SPACE):
-            return False
-        currencies = [amount.get("currency", xmlfast.ABSENT) for amount in shape.amounts(nodes)]
-        if sum(map(len, map(xmlfast.KEYS, nodes))) != len(currencies) - currencies.count(xmlfast.ABSENT):
-            return False  # an attribute other than an Amount's currency
-        batch = self.batch
-        assert batch is not None
-        batch.messages.append(ordinal)
-        batch.plan_ids.append(plan.id)
-        batch.vals.append(values)
-        batch.curs.append(xmlfast.SEP.join(currencies))
-        line = message.sourceline
-        batch.message_lines.append(line)
-        batch.offsets.append(len(batch.lines))
-        if shape.item_positions:
-            batch.lines.extend([item.sourceline for item in shape.items(nodes)])
-        else:
-            batch.lines.append(line)
-        batch.elements[ordinal] = message
-        return True
 
     def _records(self, message: etree._Element, ordinal: int) -> None:
         """The per-message path: the XSD on the message, then its records cut out one by one."""
@@ -691,19 +651,76 @@ class _Reader:
 
     # -- the frame ---------------------------------------------------------------
 
+    def _bulk(self, root: etree._Element, first: int, count: int) -> pl.DataFrame | None:
+        """The chunk's messages (the first `count` children of the root): the fast path in bulk, the rest one by one."""
+        messages = root[:count]
+        batch, schema = self.batch, self.schema
+        assert batch is not None and schema is not None and self.feed_type is not None
+        assert len(messages) == count and messages[-1] is self.last
+        parts = xmlfast.pieces(xmlfast.prepare(etree.tostring(root, encoding="unicode")), count)
+        if parts is None:  # the serialization cannot be cut into these messages: each on its own
+            for index, message in enumerate(messages):
+                self._records(message, first + index)
+            return None
+        table = xmlfast.table(parts)
+        plan_of: dict[str, int] = {}
+        signatures = batch.signatures
+        candidates = table.select("sig", pl.int_range(pl.len()).alias("row")).drop_nulls("sig").group_by("sig")
+        for signature, rows in candidates.agg(pl.col("row").head(3)).iter_rows():
+            plan = signatures.get(signature)
+            if plan is None and signature not in signatures:
+                # A shape is taken on trust only once the XSD has accepted a message of it.
+                for row in rows:
+                    if schema.validate(messages[row]):
+                        plan = xmlfast.sig_plan(batch.plans, messages[row], signature, self.feed_type,
+                                                self.payload_tag, self.item_tag, self.order_tags, self.item_tags,
+                                                PROMOTION_COMPONENTS)
+                        signatures[signature] = plan
+                        if plan is not None:
+                            batch.plans += 1
+                            batch.add_plan(plan)
+                        break
+            if plan is not None:
+                plan_of[signature] = plan.id
+        nodes = list(root.iter("Message", self.item_tag))
+        lines = pl.Series([node.sourceline for node in nodes], dtype=pl.Int64)
+        # Where each message starts among the nodes; the nodes up to the next start are its items.
+        starts = pl.Series([node.tag == "Message" for node in nodes], dtype=pl.Boolean).arg_true().cast(pl.Int64)
+        ends = starts.slice(1, count).extend_constant(len(nodes), count - min(count, len(starts) - 1))
+        starts = starts.head(count)
+        chunk = pl.DataFrame({
+            "_msg": pl.int_range(first, first + count, dtype=pl.Int64, eager=True),
+            "plan": table.get_column("sig").replace_strict(list(plan_of), list(plan_of.values()), default=None,
+                                                           return_dtype=pl.Int64),
+            "vals": table.get_column("vals"),
+            "_mline": lines.gather(starts),
+            "_offset": starts + 1,
+            "_n": ends - starts - 1,
+        })
+        planned = chunk.filter(pl.col("plan").is_not_null())
+        fast, failed = batch.frame(planned, lines) if planned.height else (None, [])
+        slow = chunk.filter(pl.col("plan").is_null()).get_column("_msg").to_list()
+        for ordinal in sorted(slow + failed):
+            self._records(messages[ordinal - first], ordinal)
+        return fast
+
     def _flush(self) -> None:
         """Close a chunk: check the fast-path messages in bulk, send those that fail to the XSD, and
         turn the chunk's records into one frame in file order."""
+        first, count = self.flushed_messages + 1, self.messages - self.flushed_messages
         self.flushed_messages = self.messages
+        if self.stream is not None and not self.stream.closed:
+            self.flushed_bytes = self.stream.tell()
         parts = []
-        batch, root = self.batch, self.root
-        if batch is not None and batch.messages:
-            assert root is not None
-            fast, failed = batch.frame()
-            for ordinal in failed:
-                self._records(batch.elements[ordinal], ordinal)
-            batch.reset()
-            parts.append(fast)
+        root = self.root
+        if self.fast and root is not None and count:
+            kept = self.kept
+            if kept is not None and kept.getparent() is root:
+                del root[:root.index(kept) + 1]  # the last message of the chunk before, its tail now complete
+            fast = self._bulk(root, first, count)
+            if fast is not None:
+                parts.append(fast)
+            self.kept = self.last
         if root is not None and self.last is not None and self.last.getparent() is root:
             # Memory stays flat: the chunk's messages are done. The last one stays, as its tail may
             # still be growing in the parser.

@@ -1,48 +1,51 @@
 """Bulk reading of XML messages whose shape the XSD has already accepted once: checked and cut out in polars.
 
-Validating every message with libxml2's XSD costs more than parsing it, so the reader runs
-the XSD only where a message might break it. A message is described by its *shape*: the
-tags of its elements in document order with each element's number of children (which
-fixes the nesting), plus the texts of its component `Type`s (which decide the columns and
-the XSD's "each Type at most once" constraint). The first message of a shape is validated
-with the XSD; if it is valid the shape gets a *plan* (which leaf value goes into which
-column of which record), and later messages of that shape skip the XSD when
+Validating every message with libxml2's XSD costs more than parsing it, and walking every
+message in Python costs about as much again, so a chunk of messages is handled at once. The
+chunk is serialized by libxml2 in one call, cut into one string per Message, and polars turns
+each into a *signature* and a list of *values*: every text that is more than whitespace becomes
+a value (and a MARK in the signature), an Amount's `currency` (or its absence) becomes a value
+too, and a component `Type`'s text stays in the signature (it decides the columns and the
+XSD's "each Type at most once" constraint). Two messages with the same signature have the same
+elements, nesting, blanks and Types, and differ only in their values.
 
-- every element that has no children has text (no leaf is empty),
-- no text other than the leaves' is more than whitespace and no attribute but an Amount's
-  `currency` is present (one XPath count per message), and
+The first message of a signature is validated with the XSD; if it is valid the signature gets
+a *plan* (which value goes into which column of which record, and which currencies belong to
+which item; a signature whose values do not all have a checked column gets none). Later
+messages of that signature skip the XSD when
+
+- their serialization has no escaped character (`&`) and no attribute but an Amount's
+  `currency`, and
 - every value passes a check, run in polars over the chunk, that is at least as strict as
   its XSD simple type (e.g. only ASCII letters and digits where the XSD allows `\\w`).
 
-Such a message is valid for the XSD: the structure and the Types are those of a message it
+Such a message is valid for the XSD: its structure and Types are those of a message it
 accepted and every value is one it accepts. A message that fails any of these goes to the
 XSD after all (the per-message path of `xml.py`), which gives the explanation the report
-shows, so the report is exactly what validating every message would give.
+shows, so the report is exactly what validating every message would give. If the
+serialization cannot be cut into exactly the chunk's messages (a Message nested in another,
+say), the whole chunk takes the per-message path.
 """
 
 from __future__ import annotations
 
-from array import array
+import re
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
-from operator import attrgetter, itemgetter, methodcaller
+from operator import attrgetter, itemgetter
 
 import polars as pl
 from lxml import etree
 
 from orderfeeds.feedtypes import FeedType, Field
 
-# Neither can occur in XML 1.0 text or attribute values, so they join values unambiguously.
-SEP = "\x1f"
+# Cannot occur in XML 1.0 text or attribute values, so it cannot be taken for a currency.
 ABSENT = "\x01"  # an Amount without a currency attribute
 WS = " \t\r\n"
 
 TAG = attrgetter("tag")
-TEXT = attrgetter("text")
 
-TAIL = attrgetter("tail")
-KEYS = methodcaller("keys")
 
 HIDDEN = ("_id", "_op", "_claim")  # MessageID, OperationType, PromotionClaimCode: checked, not reported
 
@@ -210,75 +213,161 @@ def _two_decimals(v: pl.Expr) -> pl.Expr:
             .otherwise(v + ".00"))
 
 
+# ----------------------------------------------------------------------------- a chunk in bulk
+
+MARK = "\x1f"  # stands for a text value in a signature; cannot occur in XML text
+_SPLIT = re.compile(r"<Message(?=[ \t\r\n/>])")
+# Long blanks between tags (the parser keeps a long run) would be copied with every copy of a chunk;
+# element-only content ignores them, so they are squeezed out first.
+LONG_BLANK = " " * 64
+_BLANKS = re.compile(r">[ \t\r\n]+<")
+_TEXT = r">[^<]*[^< \t\r\n][^<]*<"  # a text that is more than whitespace, with the tag ends around it
+
+
+def pieces(serialized: str, count: int) -> list[str] | None:
+    """The serializations of the first `count` Messages of a serialized envelope; None if they cannot be told apart.
+
+    Each piece runs from just after `<Message` to the next Message's start. A Message nested in
+    another (or any split that is not one per top-level message) leaves a piece that does not end
+    with `</Message>` and blanks: the parser drops comments and PIs, and text cannot hold `<`.
+    """
+    parts = _SPLIT.split(serialized, count + 1)
+    if len(parts) <= count:
+        return None
+    parts = parts[1:count + 1]
+    last = parts[-1].rstrip(WS)
+    if last.endswith("</AmazonEnvelope>"):
+        parts[-1] = last[:-len("</AmazonEnvelope>")]
+    if not all(part.rstrip(WS).endswith("</Message>") for part in parts):
+        return None
+    return parts
+
+
+def prepare(serialized: str) -> str:
+    """The serialization with each Type's text moved into its start tag and each Amount's currency (or its
+    absence) made a text of its own, so that the one regex for texts finds the values and leaves the Types."""
+    if LONG_BLANK in serialized:
+        serialized = _BLANKS.sub("><", serialized)
+    return (serialized.replace("<Amount>", '<Amount currency="' + ABSENT + '">')
+            .replace("<Type>", "<Type ")
+            .replace('<Amount currency="', "<Amount currency=>")
+            .replace('">', '"><:>'))
+
+
+def table(parts: list[str]) -> pl.DataFrame:
+    """Per prepared message: its signature (None if it must go to the XSD) and its text values in document order.
+
+    The signature is the serialization with every text that is more than whitespace replaced by
+    MARK; a Type's text stays (it decides the columns), and an Amount's currency (or its absence) is
+    a value, so it does not split shapes. Blanks stay as they are (the parser drops most of them), so
+    a signature fixes every element, every blank and every place a value sits.
+    """
+    raw = pl.col("raw")
+    # An escaped character would need unescaping, and only an Amount's currency may be an attribute
+    # (prepared, it no longer reads `="`).
+    usable = raw.str.starts_with(">") & ~raw.str.contains(r'&|="')
+    return pl.DataFrame({"raw": pl.Series(parts, dtype=pl.String)}).lazy().select(
+        pl.when(usable).then(raw.str.replace_all(_TEXT, ">" + MARK + "<")).alias("sig"),
+        raw.str.extract_all(_TEXT).alias("vals"),
+    ).collect()
+
+
+def sig_plan(plan_id: int, message: etree._Element, signature: str, feed_type: FeedType, payload_tag: str,
+             item_tag: str, order_tags: Sequence[str], item_tags: Sequence[str],
+             promotion_columns: dict[str, str]) -> Plan | None:
+    """The plan of an XSD-valid message in terms of its signature's values; None if they do not line up."""
+    nodes = list(message.iter())
+    tags = tuple(map(TAG, nodes))
+    lens = tuple(map(len, nodes))
+    shape = Shape(nodes, tags, lens, item_tag)
+    if not shape.usable:
+        return None
+    plan = build_plan(plan_id, message, nodes, shape, feed_type, payload_tag, item_tag, order_tags, item_tags,
+                      promotion_columns)
+    if plan is None:
+        return None
+    # Values come in document order: an Amount's currency, then each leaf's text (a Type's stays in the signature).
+    value_of_leaf: dict[int, int] = {}
+    value_of_amount: dict[int, int] = {}
+    count = 0
+    for i in range(1, len(nodes)):
+        if tags[i] == "Amount":
+            value_of_amount[i] = count
+            count += 1
+        if lens[i] == 0 and tags[i] != "Type":
+            value_of_leaf[i] = count
+            count += 1
+    if count != signature.count(MARK):
+        return None
+    rows = []
+    try:
+        for row, currencies, has_item in plan.rows:
+            rows.append(({c: value_of_leaf[shape.leaf_positions[k]] for c, k in row.items()},
+                         [value_of_amount[shape.amount_positions[k]] for k in currencies], has_item))
+    except KeyError:
+        return None
+    used = {v for row, currencies, _ in rows for v in (*row.values(), *currencies)}
+    if used != set(range(count)):
+        return None  # a value no check would see
+    return Plan(plan_id, rows)
+
+
 class Batch:
-    """Messages of one chunk taken on the fast path, and the plans they use."""
+    """The plans of the fast path, and the bulk check of a chunk's messages that have one."""
 
     def __init__(self, fields: tuple[Field, ...]):
         self.fields = fields
         self.value_columns = [f.name for f in fields if f.name != "currency"] + list(HIDDEN)
         self.amount_columns = {f.name for f in fields if f.name not in CHECKS and f.name != "currency"}
-        self.plan_rows: dict[str, list] = {"plan": [], "_item": [], "_has": [], "_cur": [],
+        self.plan_rows: dict[str, list] = {"plan": [], "_item": [], "_has": [], "_items": [], "_cur": [],
                                            **{f"p:{c}": [] for c in self.value_columns}}
         self.plan_frame: pl.DataFrame | None = None
         self.plans = 0
-        self.reset()
-
-    def reset(self) -> None:
-        self.messages = array("q")
-        self.plan_ids = array("q")
-        self.vals: list[str] = []
-        self.curs: list[str] = []
-        self.message_lines = array("q")
-        self.offsets = array("q")
-        self.lines = array("q")
-        self.elements: dict[int, etree._Element] = {}
+        self.signatures: dict[str, Plan | None] = {}
+        self.expressions: tuple[list[pl.Expr], pl.Expr, list[pl.Expr]] | None = None
 
     def add_plan(self, plan: Plan) -> None:
         rows = self.plan_rows
+        items = sum(has_item for _, _, has_item in plan.rows)
         for index, (row, currencies, has_item) in enumerate(plan.rows):
+            rows["_items"].append(items)
             rows["plan"].append(plan.id)
             rows["_item"].append(index + 1)
             rows["_has"].append(has_item)
             rows["_cur"].append(currencies)
             for column in self.value_columns:
                 rows[f"p:{column}"].append(row.get(column))
-        self.plan_frame = None
 
     def _plans(self) -> pl.DataFrame:
-        if self.plan_frame is None:
-            rows = self.plan_rows
-            self.plan_frame = pl.DataFrame({
+        rows = self.plan_rows
+        if rows["plan"]:
+            # Only the plans added since the last chunk are built; the rest are kept as a frame.
+            added = pl.DataFrame({
                 "plan": pl.Series(rows["plan"], dtype=pl.Int64),
                 "_item": pl.Series(rows["_item"], dtype=pl.Int32),
+                "_has": pl.Series(rows["_has"], dtype=pl.Boolean),
+                "_items": pl.Series(rows["_items"], dtype=pl.Int64),
                 "_cur": pl.Series(rows["_cur"], dtype=pl.List(pl.Int32)),
                 **{f"p:{c}": pl.Series(rows[f"p:{c}"], dtype=pl.Int32) for c in self.value_columns},
             })
+            self.plan_frame = added if self.plan_frame is None else pl.concat([self.plan_frame, added])
+            for column in rows.values():
+                column.clear()
+        assert self.plan_frame is not None
         return self.plan_frame
 
-    def frame(self) -> tuple[pl.DataFrame, list[int]]:
-        """The records of the chunk's messages that pass every check, and the ordinals of those that do not."""
-        chunk = pl.DataFrame({
-            "_msg": pl.Series(self.messages, dtype=pl.Int64),
-            "plan": pl.Series(self.plan_ids, dtype=pl.Int64),
-            "vals": pl.Series(self.vals, dtype=pl.String).str.split(SEP),
-            "curs": pl.Series(self.curs, dtype=pl.String).str.split(SEP),
-            "_mline": pl.Series(self.message_lines, dtype=pl.Int64),
-            "_offset": pl.Series(self.offsets, dtype=pl.Int64),
-        })
-        records = chunk.join(self._plans(), on="plan", how="inner")
-        values = {c: pl.col("vals").list.get(pl.col(f"p:{c}"), null_on_oob=True).str.strip_chars(WS)
-                  for c in self.value_columns}
-        currencies = (pl.col("curs").list.gather(pl.col("_cur"))
-                      .list.eval(pl.element().filter(pl.element() != ABSENT).str.strip_chars(WS)))
+    def _expressions(self) -> tuple[list[pl.Expr], pl.Expr, list[pl.Expr]]:
+        """What cuts the values out (each once, as a column of its own), the check of a record, and the shown columns."""
+        cut = [pl.col("vals").list.get(pl.col(f"p:{c}"), null_on_oob=True).str.strip_chars(WS + "<>").alias(f"v:{c}")
+               for c in self.value_columns]
+        cut.append(pl.col("vals").list.gather(pl.col("_cur"))
+                   .list.eval(pl.element().str.strip_chars(WS + '<>"').filter(pl.element() != ABSENT))
+                   .alias("_currencies"))
+        values = {c: pl.col(f"v:{c}") for c in self.value_columns}
         checks = [pl.col(f"p:{c}").is_null() | _check(c)(values[c]).fill_null(False) for c in self.value_columns]
         if any(f.name == "currency" for f in self.fields):
             checks.append(pl.col("_currencies").list.eval(pl.element().str.contains("^[A-Z]{3}$")).list.all()
                           & (pl.col("_currencies").list.n_unique() <= 1))
-        records = records.with_columns(currencies.alias("_currencies")).with_columns(
-            pl.all_horizontal(checks).all().over("_msg").alias("_ok"))
-        failed = records.filter(~pl.col("_ok")).get_column("_msg").unique().sort().to_list()
-        lines = pl.Series(self.lines, dtype=pl.Int64)
-        passed = records.filter(pl.col("_ok"))
         shown = []
         for f in self.fields:
             if f.name == "currency":
@@ -287,11 +376,27 @@ class Batch:
                 shown.append(_two_decimals(values[f.name]).alias(f.name))
             else:
                 shown.append(values[f.name].alias(f.name))
+        # The item lines were found by tag anywhere in the message: they must be exactly its items.
+        checks.append(pl.col("_n") == pl.col("_items"))
+        return cut, pl.all_horizontal(checks), shown
+
+    def frame(self, chunk: pl.DataFrame, lines: pl.Series) -> tuple[pl.DataFrame, list[int]]:
+        """The records of the chunk's messages (columns _msg, plan, vals, _mline, _offset, _n) that pass every
+        check, and the ordinals of those that do not. `_offset` + item index - 1 is a record's place in `lines`."""
+        if self.expressions is None:
+            self.expressions = self._expressions()
+        cut, ok, shown = self.expressions
+        records = chunk.join(self._plans(), on="plan", how="inner").with_columns(*cut)
+        bad = records.filter(~ok).get_column("_msg").unique()
+        failed = bad.sort().to_list()
+        passed = records.filter(~pl.col("_msg").is_in(bad.implode())) if len(bad) else records
         out = passed.select(
             "_msg", "_item",
-            values["_id"].cast(pl.Int64).alias("_record"),
+            pl.col("v:_id").cast(pl.Int64).alias("_record"),
             pl.lit(True).alias("_numbered"),
-            (pl.col("_offset") + pl.col("_item") - 1).alias("_line"),
+            # A record without an item is on its message's line, just before its items' would be.
+            pl.when("_has").then(pl.col("_offset") + pl.col("_item") - 1).otherwise(pl.col("_offset") - 1)
+            .alias("_line"),
             "_mline",
             *shown,
         )
