@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import polars as pl
 
@@ -72,13 +73,13 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     working, untouched = with_positions(state.filter(in_feed)), state.filter(~in_feed)
     records = records.join(working.select(*KEY, "_pos"), on=KEY, how="left", maintain_order="left")
     if adjusting:
-        records = records.with_columns(known_orders(records, working))
+        records = records.with_columns(known_orders(working))
     seen = history.filter(pl.col("order-id").is_in(feed_orders))
     outcomes, effects, added, ids = [], [], [], []
     # Sorted by round, each round's records are a slice: no filter copies all records per round.
     records = records.sort("_round", "seq")
     sizes = records.get_column("_round").value_counts(sort=False).sort("_round").get_column("count").to_list()
-    starts = [sum(sizes[:number]) for number in range(len(sizes))]
+    starts = [0, *accumulate(sizes)][:-1]
     for number, (start, size) in enumerate(zip(starts, sizes, strict=True)):
         batch = records.slice(start, size)
         if adjusting:

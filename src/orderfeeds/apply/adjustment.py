@@ -168,7 +168,7 @@ def _rules(labels: dict[str, str]) -> list[Rule]:
     ]
 
 
-def known_orders(records: pl.DataFrame, state: pl.DataFrame) -> pl.Expr:
+def known_orders(state: pl.DataFrame) -> pl.Expr:
     """`order-known`: the state holds the record's order (an order never appears or leaves mid-feed)."""
     return C("order-id").is_in(state.get_column("order-id").unique().implode()).fill_null(False).alias("order-known")
 
@@ -178,9 +178,8 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
     """Outcomes and effects for records of distinct orders against `state` and earlier adjustments.
 
     `labels` names components as the feed does (item-price-adj for Principal in a flat file).
+    The records carry `order-known` (see `known_orders`) and `_pos`, their line's row in `state`.
     """
-    if "order-known" not in batch.columns:
-        batch = batch.with_columns(known_orders(batch, state))
     # Only the history of these records' lines matters; deduplicating the rest is wasted work.
     history = history.join(batch.select(KEY).unique(), on=KEY, how="semi")
     by_id = (history.filter(C("merchant-adjustment-item-id").is_not_null())

@@ -35,8 +35,7 @@ def judge(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
     error, message = first_failure(rules)
     judged = frame.with_columns(error.alias("error"))
     at = judged.select(pl.arg_where(pl.col("error").is_not_null())).to_series()
-    messages = pl.Series("message", [None], pl.String).extend_constant(None, judged.height - 1) if judged.height \
-        else pl.Series("message", [], pl.String)
+    messages = pl.repeat(None, judged.height, dtype=pl.String, eager=True).alias("message")
     if at.len():
         # Scattered in, so the frame is not split and rebuilt: its other columns are not copied.
         messages = messages.scatter(at, judged[at].select(message).to_series())

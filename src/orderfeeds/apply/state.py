@@ -79,7 +79,7 @@ def fold_effects(lines: pl.DataFrame, effects: pl.DataFrame) -> pl.DataFrame:
     statuses = (lines.select("_order_no", "order-status", "quantity-ordered", "quantity-shipped", "quantity-cancelled")
                 .filter(pl.col("_order_no").is_in(touched))
                 .group_by("_order_no").agg(recomputed_status().alias("_status")))
-    by_order = pl.Series("_status", [None], pl.String).extend_constant(None, int(lines.get_column("_order_no").max()))
+    by_order = pl.repeat(None, int(lines.get_column("_order_no").max()) + 1, dtype=pl.String, eager=True)
     by_order = by_order.scatter(statuses.get_column("_order_no"), statuses.get_column("_status"))
     return lines.with_columns(pl.coalesce(by_order.gather(lines.get_column("_order_no")), pl.col("order-status"))
                               .alias("order-status"))
