@@ -89,18 +89,11 @@ def _stream_regular(path: Path) -> pl.DataFrame | None:
     the whole-file path then reads and explains exactly as it always has."""
     with path.open("rb") as file:
         head = file.readline()
-        if head.startswith(b"PAR1"):
+        parsed = _regular_header(head) if not head.startswith(b"PAR1") and head.endswith(b"\n") else None
+        if parsed is None:
             return None
-        if head.startswith(codecs.BOM_UTF8):
-            head = head[len(codecs.BOM_UTF8):]
-        try:
-            first = head.decode("utf-8").removesuffix("\n").removesuffix("\r")
-        except UnicodeDecodeError:
-            return None
-        separator = "\t" if "\t" in first else ","
-        header = [h.strip(" ") for h in first.split(separator)]
-        if (not first.strip(" \t") or first.count("\r") or not head.endswith(b"\n")
-                or any(f.column_required and f.name not in header for f in SNAPSHOT_FIELDS)):
+        header, separator = parsed
+        if any(f.column_required and f.name not in header for f in SNAPSHOT_FIELDS):
             return None
         order = tuple(h for h in header if h in SNAPSHOT_COLUMNS)
         typed, seq, line, rest = [], 0, 2, b""
@@ -186,18 +179,27 @@ def _regular_rows(data: bytes) -> tuple[pl.DataFrame, list[str], int] | None:
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     end = data.find(b"\n")
-    try:
-        first = data[:end if end >= 0 else len(data)].decode("utf-8")
-    except UnicodeDecodeError:
+    parsed = _regular_header(data[:end + 1] if end >= 0 else data)
+    if parsed is None or (parsed[1] == "," and b'"' in data):
         return None
-    if first.endswith("\r"):
-        first = first[:-1]
-    separator = "\t" if "\t" in first else ","
-    if not first.strip(" \t") or "\r" in first or (separator == "," and b'"' in data):
-        return None
-    header = [h.strip(" ") for h in first.split(separator)]
+    header, separator = parsed
     body = _regular_block(data[end + 1:] if end >= 0 else b"", header, separator, 0, 2)
     return None if body is None else (body, header, 1)
+
+
+def _regular_header(line: bytes) -> tuple[list[str], str] | None:
+    """The header names and separator of a first line fit for the fast path (UTF-8, not blank,
+    no stray CR; a BOM is dropped), or None."""
+    if line.startswith(codecs.BOM_UTF8):
+        line = line[len(codecs.BOM_UTF8):]
+    try:
+        first = line.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        return None
+    if not first.strip(" \t") or "\r" in first:
+        return None
+    separator = "\t" if "\t" in first else ","
+    return [h.strip(" ") for h in first.split(separator)], separator
 
 
 def _regular_block(data: bytes, header: list[str], separator: str, seq: int, line: int) -> pl.DataFrame | None:

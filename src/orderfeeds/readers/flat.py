@@ -103,7 +103,7 @@ def _regular_records(text: str, header_line: int, width: int, fields: tuple[Fiel
     frame = regular_fields(data, width, ragged=True) if widths is not None else None
     wanted = [(position, name) for name, position in positions.items()]
     columns = trimmed(frame, wanted) if frame is not None else None
-    if widths is None or frame is None or columns is None or frame.height != widths.len():
+    if widths is None or frame is None or columns is None:
         return None
     n = frame.height
     present = {name for _, name in wanted}

@@ -56,6 +56,12 @@ def is_blank(text: pl.Expr) -> pl.Expr:
     return text.str.strip_chars(" \t").str.len_bytes() == 0
 
 
+def line_count(data: bytes) -> int:
+    """Lines in `data`, a last line without its line end included; the number of rows the
+    CSV reader gives when it skips none, which is how the callers know it skipped none."""
+    return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+
+
 def regular_fields(data: bytes, width: int, separator: str = "\t", ragged: bool = False) -> pl.DataFrame | None:
     """Whole lines of `width` fields read by polars' CSV reader as String columns `_0`,
     `_1`, ... (a blank field is null), several times faster than splitting text; None
@@ -71,7 +77,7 @@ def regular_fields(data: bytes, width: int, separator: str = "\t", ragged: bool 
     schema = {f"_{i}": pl.String for i in range(width)}
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
         return None
-    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    lines = line_count(data)
     if not ragged and data.count(separator.encode()) != lines * (width - 1):
         return None
     if not lines:
@@ -89,7 +95,7 @@ def line_widths(data: bytes, separator: str = "\t") -> pl.Series | None:
     rows would no longer say their line numbers) or the text holds a NUL byte."""
     if b"\0" in data:
         return None
-    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    lines = line_count(data)
     if not lines:
         return pl.Series("width", [], pl.UInt32)
     try:
