@@ -26,8 +26,14 @@ How a file is read, in order:
    on its own and its records are cut out one by one. Both give the same records.
 5. Messages are handled in chunks of CHUNK_MESSAGES (or CHUNK_BYTES of the file): a
    chunk's messages stay in the tree until the chunk is checked, then they are deleted, so
-   the tree never grows with the file. Blank text between elements is not kept at all. Each chunk becomes a frame in file order; at the end the chunks become one frame
-   (concatenated, not rechunked) and repeated MessageIDs are found in one vectorised pass.
+   the tree never grows with the file. Blank text between elements is not kept at all. Each chunk
+   becomes a frame in file order.
+6. `iter_xml` hands the records out in pieces: once a piece's worth of records (CHUNK_RECORDS) has
+   gathered, the chunks so far become one frame (concatenated, not rechunked), its schema
+   violations get their `seq` and repeated MessageIDs are found in one vectorised pass; the reader
+   then lets go of them. Only the numbered MessageIDs already handed out and the line of each one's
+   first message (two Int64 columns) are kept, so that a repeat in a later piece is found too.
+   `read_xml` is the same pass in one piece.
 
 Records: an `Item` (OrderAcknowledgement) or `AdjustedItem` (OrderAdjustment) is one
 record; an acknowledgement without Items (and any message whose items cannot be
@@ -184,6 +190,9 @@ MAX_EXPLANATIONS = 10
 CHUNK_MESSAGES = 8 * 1024
 # ... and at most about this much of the file, as a chunk is serialized and copied a few times.
 CHUNK_BYTES = 4 * 1024 * 1024
+# Records per piece of `iter_xml` (pieces are cut between chunks), and a piece size that never cuts.
+CHUNK_RECORDS = 1_000_000
+UNCHUNKED = 2**62
 
 _XML_SPACE = " \t\r\n"
 _SPACE_RUN = re.compile(rb"[ \t\r\n]*")
@@ -326,7 +335,29 @@ def detect_xml(data: bytes) -> FeedType | None:
 
 def read_xml(source: bytes | Path, feed_type: FeedType | None, max_bytes: int) -> RawFeed:
     """Raw records of an XML feed (its bytes, or a file streamed from disk), or a FeedError naming why
-    the whole file is rejected."""
+    the whole file is rejected: `iter_xml`'s pieces, taken as one."""
+    return _joined(list(iter_xml(source, feed_type, max_bytes, UNCHUNKED)))
+
+
+def iter_xml(source: bytes | Path, feed_type: FeedType | None, max_bytes: int,
+             chunk_records: int = CHUNK_RECORDS) -> Iterator[RawFeed]:
+    """Raw records of an XML feed in pieces of about `chunk_records` records each, in file order.
+
+    The file is checked up front as `read_xml` checks it (size cap, prolog, root) and then streamed;
+    a piece is handed out at a chunk boundary (always between messages) once at least
+    `chunk_records` records have gathered since the last piece, and the last piece holds the rest.
+    The pieces, concatenated (frames and issues), are exactly what `read_xml` gives: `seq` counts
+    on across pieces from 0, and a MessageID repeated in a later piece is a `duplicate-message-id`
+    naming the line of its first message, wherever that was. Every piece has the feed type, fields
+    and column order; notes, if any, come with the first. The reader keeps no earlier piece, so
+    consuming the pieces one at a time needs memory for one piece, not the file.
+
+    A FeedError is raised where the problem is found: a broken envelope or malformed XML near the
+    end of the file comes after some pieces were yielded. The whole file is rejected then, so the
+    caller must discard everything it did with the pieces it already had.
+    """
+    if chunk_records < 1:
+        raise ValueError(f"chunk_records must be 1 or more, not {chunk_records}")
     size = source.stat().st_size if isinstance(source, Path) else len(source)
     if size > max_bytes:
         raise FeedError("feed-too-large", f"the file has {size:,} bytes; the limit is {max_bytes:,}")
@@ -334,7 +365,18 @@ def read_xml(source: bytes | Path, feed_type: FeedType | None, max_bytes: int) -
         raise FeedError("unknown-feed-type", f"the file is XML, not a flat {feed_type.value} feed")
     _reject_prolog_declarations(read_head(source, WIDE_PROLOG_BYTES))
     _check_root(_chunks(source))
-    return _Reader(feed_type).read(source)
+    yield from _Reader(feed_type).pieces(source, chunk_records)
+
+
+def _joined(pieces: list[RawFeed]) -> RawFeed:
+    """The pieces of one feed as one RawFeed (the first piece's feed type, fields, notes and column order)."""
+    first = pieces[0]
+    if len(pieces) == 1:
+        return first
+    return RawFeed(feed_type=first.feed_type, fields=first.fields,
+                   frame=pl.concat([p.frame for p in pieces], rechunk=False),
+                   issues=pl.concat([p.issues for p in pieces]),
+                   notes=first.notes, column_order=first.column_order)
 
 
 def read_head(source: bytes | Path, limit: int) -> bytes:
@@ -360,6 +402,14 @@ class _Reader:
 
     def __init__(self, wanted: FeedType | None, fast: bool = True):
         self.wanted = wanted
+        # Pieces: records to gather before one is handed out, records in `chunks`, records handed out
+        # (the next piece's first seq), whether a piece is due, and the numbered MessageIDs of the
+        # pieces handed out with the line of each one's first message (Int64 id, Int64 first-line).
+        self.chunk_records = UNCHUNKED
+        self.pending = 0
+        self.seq = 0
+        self.due = False
+        self.seen: pl.DataFrame | None = None
         self.feed_type: FeedType | None = None
         self.fields: tuple[Field, ...] = ()
         self.position: dict[str, int] = {}
@@ -392,12 +442,19 @@ class _Reader:
     # -- the stream --------------------------------------------------------------
 
     def read(self, source: bytes | Path) -> RawFeed:
+        """The whole file as one RawFeed."""
+        return _joined(list(self.pieces(source)))
+
+    def pieces(self, source: bytes | Path, chunk_records: int = UNCHUNKED) -> Iterator[RawFeed]:
+        """The file in pieces of about `chunk_records` records (see `iter_xml`)."""
+        self.chunk_records = chunk_records
         if isinstance(source, Path):
             with open(source, "rb") as stream:
-                return self._read(stream)
-        return self._read(io.BytesIO(source))
+                yield from self._read(stream)
+            return
+        yield from self._read(io.BytesIO(source))
 
-    def _read(self, stream: BinaryIO) -> RawFeed:
+    def _read(self, stream: BinaryIO) -> Iterator[RawFeed]:
         self.stream = stream
         # Blank text between elements is dropped as it is parsed (a blank that is an element's whole
         # content is kept): the XSD ignores it in element-only content, and the chunk serializes smaller.
@@ -419,9 +476,14 @@ class _Reader:
                         self._next_message(elem, root)
                 elif elem.getparent() is None:
                     self._finish(elem)
+                if self.due:
+                    yield self._piece()
         except etree.XMLSyntaxError as exc:
             raise _malformed(exc, events.error_log) from None
-        return self._raw_feed()
+        assert self.feed_type is not None  # _finish raised otherwise
+        self._flush()
+        if self.chunks:  # none only when the last chunk closed a piece: every message has a record
+            yield self._piece()
 
     def _first_message(self, elem: etree._Element, root: etree._Element) -> None:
         before = list(elem.itersiblings(preceding=True))
@@ -452,7 +514,7 @@ class _Reader:
             elem.clear(keep_tail=True)
         if before:
             del root[:before]  # the envelope's Header and MessageType, checked already
-        if self.messages - self.flushed_messages >= CHUNK_MESSAGES or (
+        if self.messages - self.flushed_messages >= min(CHUNK_MESSAGES, self.chunk_records) or (
                 not self.messages % 32 and self.fast and self.stream is not None
                 and self.stream.tell() - self.flushed_bytes >= CHUNK_BYTES):
             self._flush()
@@ -744,22 +806,38 @@ class _Reader:
             }))
             self.rows, self.keys = [], _key_arrays()
         if parts:
-            self.chunks.append(pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item"))
+            chunk = pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item")
+            self.chunks.append(chunk)
+            self.pending += chunk.height
+            self.due = self.pending >= self.chunk_records
 
     def _duplicates(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """`duplicate-message-id` for every record of every message whose MessageID an earlier one has."""
+        """`duplicate-message-id` for every record of every message whose MessageID an earlier one has, in
+        this piece or an earlier one; the piece's new MessageIDs are remembered for the pieces after it."""
         messages = frame.filter(pl.col("_item") == 1).select(
             pl.when(pl.col("_numbered")).then(pl.col("_record")).otherwise(-1).alias("id"),
             pl.col("_mline").alias("line"), pl.col("seq").cast(pl.Int64),
         )
         ids = messages.get_column("id")
-        if ids.filter(ids > 0).is_unique().all():
+        ids = ids.filter(ids > 0)
+        seen = self.seen
+        if (seen is None or not ids.is_in(seen.get_column("id").implode()).any()) and ids.is_unique().all():
+            self._remember(messages.filter(pl.col("id") > 0).select("id", pl.col("line").alias("first-line")))
             return pl.DataFrame(schema=ISSUE_SCHEMA)
         sizes = frame.group_by("_msg", maintain_order=True).len().get_column("len").cast(pl.Int64)
-        messages = messages.with_columns(sizes.alias("size")).with_row_index("order")
+        messages = messages.with_columns(sizes.alias("size")).with_row_index("order").with_columns(
+            pl.col("order").cast(pl.Int64))
         numbered = messages.filter(pl.col("id") > 0)
         first = numbered.group_by("id").agg(pl.col("order").min().alias("first"),
                                             pl.col("line").sort_by("order").first().alias("first-line"))
+        if seen is not None:
+            # A MessageID an earlier piece has: every message of this piece that has it is a repeat.
+            first = first.join(seen, on="id", how="left", suffix=":seen").select(
+                "id",
+                pl.when(pl.col("first-line:seen").is_null()).then(pl.col("first")).otherwise(-1).alias("first"),
+                pl.coalesce("first-line:seen", "first-line").alias("first-line"),
+            )
+        self._remember(first.filter(pl.col("first") >= 0).select("id", "first-line"))
         repeats = numbered.join(first, on="id").filter(pl.col("order") != pl.col("first"))
         return repeats.select(
             pl.int_ranges(pl.col("seq"), pl.col("seq") + pl.col("size")).alias("seq"), "id", "first-line",
@@ -771,14 +849,25 @@ class _Reader:
                       "applied. Give every message its own MessageID", pl.col("id"), pl.col("first-line")).alias("message"),
         ).cast(ISSUE_SCHEMA)
 
-    def _raw_feed(self) -> RawFeed:
+    def _remember(self, first: pl.DataFrame) -> None:
+        """MessageIDs met for the first time (id, first-line: two Int64 columns, nothing else is kept)."""
+        if self.chunk_records >= UNCHUNKED:
+            return  # one piece: no piece comes after it to look them up
+        first = first.cast({"id": pl.Int64, "first-line": pl.Int64})
+        self.seen = first if self.seen is None else pl.concat([self.seen, first], rechunk=False)
+
+    def _piece(self) -> RawFeed:
+        """The records gathered since the last piece, with their issues; the reader lets go of them."""
         assert self.feed_type is not None  # _finish raised otherwise
-        self._flush()
         # No rechunk: copying every string column into one buffer would cost far more memory than the frame.
         frame = pl.concat(self.chunks, rechunk=False)
-        n = frame.height
-        frame = frame.with_columns(pl.int_range(0, n, dtype=pl.UInt32).alias("seq"))
+        self.chunks, self.pending, self.due = [], 0, False
+        n, start = frame.height, self.seq
+        self.seq += n
+        frame = frame.with_columns(pl.int_range(start, start + n, dtype=pl.UInt32).alias("seq"))
+        # Every issue so far belongs to a message of this piece: messages are checked before their chunk closes.
         ordinals, items, texts = self.issues
+        self.issues = (array("q"), array("q"), [])
         schema_issues = pl.DataFrame({
             "_msg": pl.Series(ordinals, dtype=pl.Int64), "_item": pl.Series(items, dtype=pl.Int32),
             "message": pl.Series(texts, dtype=pl.String),
@@ -786,10 +875,9 @@ class _Reader:
             "seq", pl.lit(0, pl.Int32).alias("rank"), pl.lit("schema-violation").alias("error"), "message",
         ).cast(ISSUE_SCHEMA)
         issues = pl.concat([schema_issues, self._duplicates(frame)]).sort("seq", maintain_order=True)
-        frame = frame.select(
-            *record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item")),
-            *[pl.col(f.name) for f in self.fields],
-        )
+        identity = [c for c in record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item"))
+                    if c.meta.output_name() != "seq"]
+        frame = frame.select(pl.col("seq"), *identity, *[pl.col(f.name) for f in self.fields])
         return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
                        column_order=tuple(f.name for f in self.fields))
 
