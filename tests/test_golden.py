@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,14 +60,16 @@ def feeds_of(folder: Path) -> list[Path]:
     return [numbered[n] for n in sorted(numbered)]
 
 
-def options_of(folder: Path) -> ProcessOptions:
-    """ProcessOptions from options.json (keys "encoding", "feed-type"), with the fixed as-of time."""
+def options_of(folder: Path, chunk_records: int | None = None) -> ProcessOptions:
+    """ProcessOptions from options.json (keys "encoding", "feed-type"), with the fixed as-of time
+    (and `chunk_records`, if given, for reading and applying feeds in pieces)."""
     path = folder / "options.json"
     given = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     unknown = set(given) - {"encoding", "feed-type"}
     assert not unknown, f"{path}: unknown keys {sorted(unknown)}"
     feed_type = FeedType(given["feed-type"]) if given.get("feed-type") else None
-    return ProcessOptions(feed_type=feed_type, encoding=given.get("encoding", "cp1252"), as_of=AS_OF)
+    options = ProcessOptions(feed_type=feed_type, encoding=given.get("encoding", "cp1252"), as_of=AS_OF)
+    return options if chunk_records is None else replace(options, chunk_records=chunk_records)
 
 
 def comparable(path: Path) -> bytes:
@@ -79,8 +82,9 @@ def comparable(path: Path) -> bytes:
     return data
 
 
-def run_case(folder: Path, out: Path) -> None:
-    process_feeds(feeds_of(folder), folder / "snapshot.tsv", out, options_of(folder), out / SNAPSHOT_OUT)
+def run_case(folder: Path, out: Path, chunk_records: int | None = None) -> None:
+    process_feeds(feeds_of(folder), folder / "snapshot.tsv", out, options_of(folder, chunk_records),
+                  out / SNAPSHOT_OUT)
 
 
 @pytest.mark.parametrize("folder", [_case_param(f) for f in case_folders()])
@@ -107,6 +111,21 @@ def test_golden_case(folder: Path, tmp_path: Path, update_golden: bool):
         shown = f"{folder.name}/{name}"
         assert actual[name].decode("utf-8", "replace") == expected[name].decode("utf-8", "replace"), f"{shown} differs"
         assert actual[name] == expected[name], f"{shown} differs in bytes"
+
+
+@pytest.mark.parametrize("chunk_records", [1, 3])
+@pytest.mark.parametrize("folder", [_case_param(f) for f in case_folders()])
+def test_golden_case_in_pieces(folder: Path, chunk_records: int, tmp_path: Path):
+    """Read, validated and applied a few records at a time (as `process` does a million at a
+    time), every case gives exactly the same files as read whole."""
+    expected_dir = folder / "expected"
+    out = tmp_path / "out"
+    run_case(folder, out, chunk_records)
+    actual = {p.name: comparable(p) for p in sorted(out.iterdir())}
+    expected = {p.name: p.read_bytes() for p in sorted(expected_dir.iterdir())}
+    assert sorted(actual) == sorted(expected), "output files differ from expected/"
+    for name in expected:
+        assert actual[name].decode("utf-8", "replace") == expected[name].decode("utf-8", "replace"), name
 
 
 def test_every_required_case_exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import polars as pl
 
@@ -98,6 +99,29 @@ def assemble_rows(raw: RawFeed, issues: pl.DataFrame, outcomes: pl.DataFrame) ->
 def fatal_result(name: str, sha256: str, as_of: str, feed_type: FeedType | None, note: Note) -> FeedResult:
     """A feed rejected whole: one record-0 line carrying the failure; nothing applied."""
     return FeedResult(name=name, sha256=sha256, as_of=as_of, feed_type=feed_type, rows=note_rows([note]), fatal=note)
+
+
+def combined(parts: list[FeedResult]) -> FeedResult:
+    """One feed's result from the results of its pieces, in file order (see `pipeline.advance`)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    refunded: dict[str, dict[str, Decimal]] = {}
+    timings: dict[str, float] = {}
+    for part in parts:
+        for currency, sums in part.refunded.items():
+            total = refunded.setdefault(currency, {})
+            for component, amount in sums.items():
+                total[component] = total.get(component, Decimal(0)) + Decimal(amount)
+        for stage, seconds in part.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+    return FeedResult(
+        name=first.name, sha256=first.sha256, as_of=first.as_of, feed_type=first.feed_type,
+        rows=pl.concat([part.rows for part in parts]),
+        cancellations_counting=sum(part.cancellations_counting for part in parts),
+        refunded={currency: {k: str(v) for k, v in sums.items()} for currency, sums in sorted(refunded.items())},
+        timings=timings, xml=first.xml, merchant_identifier=first.merchant_identifier,
+    )
 
 
 def refund_totals(records: pl.DataFrame, outcomes: pl.DataFrame) -> dict[str, dict[str, str]]:

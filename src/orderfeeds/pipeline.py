@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,9 +13,17 @@ import polars as pl
 from orderfeeds.apply import Applied, apply_records, empty_history
 from orderfeeds.errors import FeedError, OrderfeedsError
 from orderfeeds.feedtypes import FeedType
-from orderfeeds.outcomes import FeedResult, assemble_rows, fatal_result, note_rows, refund_totals
-from orderfeeds.readers import DEFAULT_MAX_BYTES, RawFeed, feed_head, feed_sha256, looks_like_xml, read_feed
-from orderfeeds.readers.model import Note
+from orderfeeds.outcomes import FeedResult, assemble_rows, combined, fatal_result, note_rows, refund_totals
+from orderfeeds.readers import (
+    CHUNK_RECORDS,
+    DEFAULT_MAX_BYTES,
+    RawFeed,
+    feed_head,
+    feed_sha256,
+    iter_feed,
+    looks_like_xml,
+)
+from orderfeeds.readers.model import Note, joined
 from orderfeeds.readers.xml import detect_xml, sniff_xml
 from orderfeeds.report import write_reports
 from orderfeeds.snapshot import read_snapshot, write_snapshot
@@ -29,12 +38,13 @@ class ProcessOptions:
     encoding: str = "cp1252"
     max_bytes: int = DEFAULT_MAX_BYTES
     as_of: str = ""
+    # `process` reads, validates and applies a feed this many records at a time (0: whole).
+    chunk_records: int = CHUNK_RECORDS
 
     def stamped(self) -> ProcessOptions:
         if self.as_of:
             return self
-        now = datetime.now(UTC).replace(microsecond=0).isoformat()
-        return ProcessOptions(self.feed_type, self.encoding, self.max_bytes, now)
+        return replace(self, as_of=datetime.now(UTC).replace(microsecond=0).isoformat())
 
 
 @dataclass
@@ -118,8 +128,8 @@ def rejected(name: str, data: bytes | Path, sha256: str, as_of: str, note: Note,
 
 
 def prepare(data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> Prepared | FeedResult:
-    """Read and validate one feed (its bytes, or its file: XML is then streamed, never held whole);
-    a FeedResult instead when the file is rejected whole.
+    """Read and validate one whole feed (its bytes, or its file: XML is then streamed, never held
+    whole); a FeedResult instead when the file is rejected whole.
 
     `sha256` is the caller's hash of the feed: it has to hash first to spot a duplicate file.
     """
@@ -127,17 +137,50 @@ def prepare(data: bytes | Path, sha256: str, name: str, options: ProcessOptions)
     timings: dict[str, float] = {}
     clock = _Clock(timings)
     try:
-        raw = read_feed(data, feed_type=options.feed_type, encoding=options.encoding, max_bytes=options.max_bytes)
+        raw = joined(list(iter_feed(data, feed_type=options.feed_type, encoding=options.encoding,
+                                    max_bytes=options.max_bytes)))
     except FeedError as exc:
-        head = feed_head(data)
-        detected = options.feed_type or (detect_xml(head) if looks_like_xml(head) else None)
-        return rejected(name, data, sha256, options.as_of, Note(exc.name, exc.message, exc.line), detected)
+        return _rejected_by(exc, data, sha256, name, options)
     clock.lap("read")
     valid = validate_records(raw)
     clock.lap("validate")
+    return _prepared(data, sha256, name, options, raw, valid, timings)
+
+
+def _prepared(data: bytes | Path, sha256: str, name: str, options: ProcessOptions, raw: RawFeed,
+              valid: ValidRecords, timings: dict[str, float]) -> Prepared:
     xml = raw.feed_type.is_xml
     return Prepared(name, sha256, options.as_of, raw, valid, timings, xml,
                     sniff_xml(feed_head(data)).merchant_identifier if xml else None)
+
+
+def _rejected_by(exc: FeedError, data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> FeedResult:
+    head = feed_head(data)
+    detected = options.feed_type or (detect_xml(head) if looks_like_xml(head) else None)
+    return rejected(name, data, sha256, options.as_of, Note(exc.name, exc.message, exc.line), detected)
+
+
+def prepared_pieces(data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> Iterator[Prepared]:
+    """The feed read and validated `options.chunk_records` records at a time, in file order.
+
+    Raises FeedError, possibly after some pieces: the caller discards what it did with them.
+    """
+    pieces = iter_feed(data, feed_type=options.feed_type, encoding=options.encoding,
+                       max_bytes=options.max_bytes, chunk_records=options.chunk_records)
+    while True:
+        timings: dict[str, float] = {}
+        clock = _Clock(timings)
+        raw = next(pieces, None)
+        if raw is None:
+            return
+        clock.lap("read")
+        valid = validate_records(raw)
+        clock.lap("validate")
+        piece = _prepared(data, sha256, name, options, raw, valid, timings)
+        # Dropped before the next piece is read: one piece's records are alive at a time.
+        del raw, valid
+        yield piece
+        del piece
 
 
 def conclude(prepared: Prepared, lines: pl.DataFrame, history: pl.DataFrame) -> tuple[FeedResult, Applied]:
@@ -169,14 +212,20 @@ def advance(data: bytes | Path, name: str, state: RunState, options: ProcessOpti
         note = Note("duplicate-feed", f"the same file was already processed as {state.seen[sha256]} in this run; "
                     "nothing was applied again")
         return rejected(name, data, sha256, options.as_of, note)
-    prepared = prepare(data, sha256, name, options)
-    if isinstance(prepared, FeedResult):
-        return prepared
-    result, applied = conclude(prepared, state.lines, state.history)
-    state.lines = applied.state
-    state.history = pl.concat([state.history, applied.history])
+    lines, history, parts = state.lines, state.history, []
+    try:
+        # Each piece is applied to the state the pieces before it left, as the records would be one by
+        # one; the state only changes once every piece is read, so a broken file applies nothing.
+        for prepared in prepared_pieces(data, sha256, name, options):
+            part, applied = conclude(prepared, lines, history)
+            lines, history = applied.state, pl.concat([history, applied.history])
+            parts.append(part)
+            del prepared, applied
+    except FeedError as exc:
+        return _rejected_by(exc, data, sha256, name, options)
+    state.lines, state.history = lines, history
     state.seen[sha256] = name
-    return result
+    return combined(parts)
 
 
 def process_feeds(feeds: list[Path], snapshot: Path, out_dir: Path, options: ProcessOptions = ProcessOptions(),

@@ -18,6 +18,7 @@ from orderfeeds.apply.adjustment import (
 from orderfeeds.apply.cancellation import evaluate_cancellations
 from orderfeeds.apply.state import (
     empty_effects,
+    MUTABLE_COLUMNS,
     empty_merchant_ids,
     fold_effects,
     fold_merchant_ids,
@@ -69,8 +70,10 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     # order's number `_order_no`: a record finds its line by position (a gather, where a
     # join on two string keys would hash both sides every round) and a round's effects
     # are written back at those positions. An is_in mask splits the state in one pass.
-    in_feed = state.get_column("order-id").is_in(feed_orders)
-    working, untouched = with_positions(state.filter(in_feed)), state.filter(~in_feed)
+    # The state itself is never copied: its feed lines are gathered, and only the columns a rule
+    # can change are written back at the end, by row (`at`); the other columns stay shared.
+    at = state.select(pl.arg_where(pl.col("order-id").is_in(feed_orders))).to_series()
+    working = with_positions(state[at])
     records = records.join(working.select(*KEY, "_pos"), on=KEY, how="left", maintain_order="left")
     if adjusting:
         records = records.with_columns(known_orders(working))
@@ -100,9 +103,8 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
             seen = seen.filter(~pl.col("order-id").is_in(finished))
     all_effects = pl.concat(effects) if effects else empty_effects()
     all_outcomes = pl.concat(outcomes).cast(OUTCOME_SCHEMA) if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
-    # Row order of the state carries no meaning: snapshots are written sorted by key.
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
-                   state=pl.concat([untouched, working.drop("_pos", "_order_no")]),
+                   state=written_back(state, at, working),
                    history=pl.concat(added) if added else empty_history(),
                    merchant_ids=pl.concat(ids) if ids else empty_merchant_ids())
 
@@ -117,3 +119,14 @@ def with_rounds(records: pl.DataFrame) -> pl.DataFrame:
               .select("seq", pl.int_ranges(0, pl.col("_last") + 1, dtype=pl.Int64).alias("_round"), "_last")
               .explode("seq", "_round").sort("seq"))
     return records.with_columns(rounds.get_column("_round"), rounds.get_column("_last"))
+
+
+def written_back(state: pl.DataFrame, at: pl.Series, working: pl.DataFrame) -> pl.DataFrame:
+    """`state` with the rows `at` replaced by `working`'s (same order) in the columns rules change.
+
+    A scatter copies one column of the state per changed column; splitting the state into
+    touched and untouched lines and joining them again copied all of it.
+    """
+    if at.len() == 0:
+        return state
+    return state.with_columns(state.get_column(c).clone().scatter(at, working.get_column(c)) for c in MUTABLE_COLUMNS)

@@ -18,6 +18,9 @@ EFFECT_SCHEMA: dict[str, pl.DataType] = {
     "seq": pl.UInt32, "order-id": pl.String, "order-item-id": pl.String, "units-cancelled": COUNT,
     **{column: MONEY for column in DELTA_COLUMNS},
 }
+# Every column of an order line that folding effects or acknowledgements can change.
+MUTABLE_COLUMNS: tuple[str, ...] = ("quantity-cancelled", *DELTA_COLUMNS, "order-status",
+                                    "merchant-order-id", "merchant-order-item-id")
 # Inside apply, effects also carry `_pos`: the line's row in the working lines.
 POSITIONED_EFFECT_SCHEMA: dict[str, pl.DataType] = {**EFFECT_SCHEMA, "_pos": pl.UInt32}
 

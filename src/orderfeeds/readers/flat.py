@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import polars as pl
 
 from orderfeeds.errors import FeedError
 from orderfeeds.feedtypes import FLAT_FIELDS, FeedType, Field
-from orderfeeds.readers.model import ID_COLUMNS, ISSUE_SCHEMA, Note, RawFeed, record_columns
+from orderfeeds.readers.model import ID_COLUMNS, ISSUE_SCHEMA, Note, RawFeed, joined, record_columns
 from orderfeeds.readers.text import is_blank, line_widths, regular_fields, split_lines, trimmed
 
 TEMPLATE_PREFIX = "TemplateType="
@@ -35,6 +36,12 @@ def detect_flat(header: list[str], template: str | None) -> FeedType | None:
 
 def read_flat(text: str, feed_type: FeedType | None) -> RawFeed:
     """Cut the text into records; ragged rows become issues, never shifted rows."""
+    return joined(list(iter_flat(text, feed_type)))
+
+
+def iter_flat(text: str, feed_type: FeedType | None, chunk_records: int = 0) -> Iterator[RawFeed]:
+    """The records of a flat feed in pieces of about `chunk_records` (0: one piece), in file order,
+    `seq` and record numbers counting on across pieces; header problems raise before the first."""
     head = _first_lines(text, 2)
     if not head:
         raise FeedError("unknown-feed-type", "the file has no header and no records")
@@ -56,20 +63,56 @@ def read_flat(text: str, feed_type: FeedType | None) -> RawFeed:
         raise FeedError("unknown-feed-type", f"the file is a flat file, not an XML {feed_type.value} feed")
     fields = FLAT_FIELDS[feed_type]
     notes, positions = _map_header(header, fields, header_line)
-    regular = _regular_records(text, header_line, len(header), fields, positions)
+    start = 0
+    for _ in range(header_line):  # the header is line `header_line`: the records start after it
+        start = text.find("\n", start) + 1
+        if start == 0:
+            start = len(text)
+            break
+    line, seq = header_line + 1, 0
+    for number, block in enumerate(_blocks(text, start, chunk_records)):
+        frame, issues = _block_records(block, line, seq, len(header), fields, positions)
+        yield RawFeed(feed_type=feed_type, fields=fields, frame=frame, issues=issues,
+                      notes=tuple(notes) if number == 0 else (), column_order=tuple(positions))
+        line += block.count("\n")
+        seq += frame.height
+
+
+def _blocks(text: str, start: int, chunk_records: int) -> Iterator[str]:
+    """The text from `start` in blocks of whole lines, about `chunk_records` lines each (judged by the
+    length of the first lines); always at least one block, so an empty feed still has a piece."""
+    if chunk_records <= 0 or start >= len(text):
+        yield text[start:]
+        return
+    sample_end = start
+    for _ in range(min(chunk_records, 1000)):
+        sample_end = text.find("\n", sample_end) + 1
+        if sample_end == 0:
+            sample_end = len(text)
+            break
+    sampled = text.count("\n", start, sample_end) or 1
+    size = max(1, (sample_end - start) * chunk_records // sampled)
+    while start < len(text):
+        end = text.find("\n", min(start + size, len(text)) - 1) + 1
+        end = len(text) if end == 0 else end
+        yield text[start:end]
+        start = end
+
+
+def _block_records(block: str, first_line: int, first_seq: int, width: int, fields: tuple[Field, ...],
+                   positions: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The records of whole lines starting at line `first_line` and their issues."""
+    regular = _regular_records(block, first_line, first_seq, width, fields, positions)
     if regular is not None:
-        return RawFeed(feed_type=feed_type, fields=fields, frame=regular[0], issues=regular[1],
-                       notes=tuple(notes), column_order=tuple(positions))
-    lines = split_lines(text)
-    body = lines.filter((pl.col("line") > header_line) & ~is_blank(pl.col("text"))).with_columns(pl.col("text").str.split("\t").alias("_fields"))
+        return regular
+    lines = split_lines(block).with_columns(pl.col("line") + (first_line - 1))
+    body = lines.filter(~is_blank(pl.col("text"))).with_columns(pl.col("text").str.split("\t").alias("_fields"))
     frame = body.select(
-        *record_columns(body.height, pl.col("line")),
+        *record_columns(body.height, pl.col("line"), first=first_seq),
         *[_field_value(positions.get(f.name), f) for f in fields],
         pl.col("_fields").list.len().alias("_width"),
     )
-    issues = _ragged(frame, len(header))
-    return RawFeed(feed_type=feed_type, fields=fields, frame=frame.drop("_width"), issues=issues,
-                   notes=tuple(notes), column_order=tuple(positions))
+    return frame.drop("_width"), _ragged(frame, width)
 
 
 def _first_lines(text: str, count: int) -> list[tuple[int, str]]:
@@ -89,16 +132,11 @@ def _first_lines(text: str, count: int) -> list[tuple[int, str]]:
     return found
 
 
-def _regular_records(text: str, header_line: int, width: int, fields: tuple[Field, ...],
+def _regular_records(block: str, first_line: int, first_seq: int, width: int, fields: tuple[Field, ...],
                      positions: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """The records after the header, and their ragged-row issues, through polars' CSV reader
+    """The records of a block of lines, and their ragged-row issues, through polars' CSV reader
     when no line is blank (see `line_widths`); None: split the lines instead."""
-    start = 0
-    for _ in range(header_line):  # the header is line `header_line`: skip to the line after it
-        start = text.find("\n", start) + 1
-        if start == 0:
-            return None
-    data = text[start:].encode("utf-8")
+    data = block.encode("utf-8")
     widths = line_widths(data)
     frame = regular_fields(data, width, ragged=True) if widths is not None else None
     wanted = [(position, name) for name, position in positions.items()]
@@ -107,7 +145,8 @@ def _regular_records(text: str, header_line: int, width: int, fields: tuple[Fiel
         return None
     n = frame.height
     present = {name for _, name in wanted}
-    records = frame.select(*record_columns(n, pl.int_range(header_line + 1, header_line + 1 + n)), *columns).select(
+    records = frame.select(*record_columns(n, pl.int_range(first_line, first_line + n), first=first_seq),
+                           *columns).select(
         *ID_COLUMNS, *[pl.col(f.name) if f.name in present else pl.lit(None, pl.String).alias(f.name) for f in fields])
     return records, _ragged(records.select("seq", widths.alias("_width")), width)
 

@@ -15,15 +15,17 @@ ISSUE_SCHEMA = {"seq": pl.UInt32, "rank": pl.Int32, "error": pl.String, "message
 ID_COLUMNS = ("seq", "record", "line", "item-index")
 
 
-def record_columns(n: int, line: pl.Expr, record: pl.Expr | None = None, item_index: pl.Expr | None = None) -> list[pl.Expr]:
+def record_columns(n: int, line: pl.Expr, record: pl.Expr | None = None, item_index: pl.Expr | None = None,
+                   first: int = 0) -> list[pl.Expr]:
     """The identity every record carries through the pipeline.
 
-    `seq` is the 0-based input position (the join key inside the library);
-    `record`, `line` and `item-index` are what the report shows a person.
+    `seq` is the 0-based input position (the join key inside the library), counted from
+    `first` when a feed is read in pieces; `record`, `line` and `item-index` are what the
+    report shows a person.
     """
     return [
-        pl.int_range(0, n, dtype=pl.UInt32).alias("seq"),
-        (record if record is not None else pl.int_range(1, n + 1, dtype=pl.Int64)).alias("record"),
+        pl.int_range(first, first + n, dtype=pl.UInt32).alias("seq"),
+        (record if record is not None else pl.int_range(first + 1, first + n + 1, dtype=pl.Int64)).alias("record"),
         line.cast(pl.Int64).alias("line"),
         (item_index if item_index is not None else pl.lit(1, pl.Int32)).cast(pl.Int32).alias("item-index"),
     ]
@@ -49,3 +51,14 @@ class RawFeed:
     notes: tuple[Note, ...] = ()
     # Field names in the order the file has them; validation ranks problems by it.
     column_order: tuple[str, ...] = ()
+
+
+def joined(pieces: list[RawFeed]) -> RawFeed:
+    """The pieces of one feed (see `iter_feed`) as one RawFeed: what reading it whole gives."""
+    first = pieces[0]
+    if len(pieces) == 1:
+        return first
+    return RawFeed(feed_type=first.feed_type, fields=first.fields,
+                   frame=pl.concat([p.frame for p in pieces]),
+                   issues=pl.concat([p.issues for p in pieces]),
+                   notes=first.notes, column_order=first.column_order)
