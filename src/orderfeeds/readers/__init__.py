@@ -11,7 +11,7 @@ from orderfeeds.feedtypes import FeedType
 from orderfeeds.readers.flat import iter_flat
 from orderfeeds.readers.model import RawFeed, joined
 from orderfeeds.readers.text import UTF8_BOM, decode
-from orderfeeds.readers.xml import SNIFF_BYTES, read_head, read_xml
+from orderfeeds.readers.xml import SNIFF_BYTES, iter_xml, read_head
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
@@ -69,7 +69,3 @@ def iter_feed(source: bytes | Path, *, feed_type: FeedType | None = None, encodi
     text = decode(data, encoding)
     del data  # the text is all the pieces need
     yield from iter_flat(text, feed_type, chunk_records)
-
-
-def iter_xml(source, feed_type, max_bytes, chunk_records):  # TEMPORARY until the XML reader yields pieces
-    yield read_xml(source, feed_type, max_bytes)
