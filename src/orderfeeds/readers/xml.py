@@ -715,13 +715,14 @@ class _Reader:
 
     def _bulk(self, root: etree._Element, first: int, count: int) -> pl.DataFrame | None:
         """The chunk's messages (the first `count` children of the root): the fast path in bulk, the rest one by one."""
-        messages = root[:count]
+        # The messages are looked up by position when needed: a list of them all would be thousands of
+        # element proxies for the cyclic GC to walk.
         batch, schema = self.batch, self.schema
         assert batch is not None and schema is not None and self.feed_type is not None
-        assert len(messages) == count and messages[-1] is self.last
+        assert len(root) >= count and root[count - 1] is self.last
         parts = xmlfast.pieces(xmlfast.prepare(etree.tostring(root, encoding="unicode")), count)
         if parts is None:  # the serialization cannot be cut into these messages: each on its own
-            for index, message in enumerate(messages):
+            for index, message in enumerate(root[:count]):
                 self._records(message, first + index)
             return None
         table = xmlfast.table(parts)
@@ -733,8 +734,8 @@ class _Reader:
             if plan is None and signature not in signatures:
                 # A shape is taken on trust only once the XSD has accepted a message of it.
                 for row in rows:
-                    if schema.validate(messages[row]):
-                        plan = xmlfast.sig_plan(batch.plans, messages[row], signature, self.feed_type,
+                    if schema.validate(root[row]):
+                        plan = xmlfast.sig_plan(batch.plans, root[row], signature, self.feed_type,
                                                 self.payload_tag, self.item_tag, self.order_tags, self.item_tags,
                                                 PROMOTION_COMPONENTS)
                         signatures[signature] = plan
@@ -744,10 +745,13 @@ class _Reader:
                         break
             if plan is not None:
                 plan_of[signature] = plan.id
-        nodes = list(root.iter("Message", self.item_tag))
-        lines = pl.Series([node.sourceline for node in nodes], dtype=pl.Int64)
-        # Where each message starts among the nodes; the nodes up to the next start are its items.
-        starts = pl.Series([node.tag == "Message" for node in nodes], dtype=pl.Boolean).arg_true().cast(pl.Int64)
+        # Every Message and item in document order as 2 * line (+ 1 for a Message), each proxy dropped at
+        # once; where each message starts among them, the nodes up to the next start are its items.
+        item_tag = self.item_tag
+        nodes = pl.Series([2 * node.sourceline + (node.tag != item_tag) for node in root.iter("Message", item_tag)],
+                          dtype=pl.Int64)
+        lines = nodes // 2
+        starts = (nodes % 2 == 1).arg_true().cast(pl.Int64)
         ends = starts.slice(1, count).extend_constant(len(nodes), count - min(count, len(starts) - 1))
         starts = starts.head(count)
         chunk = pl.DataFrame({
@@ -763,7 +767,7 @@ class _Reader:
         fast, failed = batch.frame(planned, lines) if planned.height else (None, [])
         slow = chunk.filter(pl.col("plan").is_null()).get_column("_msg").to_list()
         for ordinal in sorted(slow + failed):
-            self._records(messages[ordinal - first], ordinal)
+            self._records(root[ordinal - first], ordinal)
         return fast
 
     def _flush(self) -> None:
