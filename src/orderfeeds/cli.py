@@ -15,6 +15,7 @@ from orderfeeds.errors import OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult
 from orderfeeds.pipeline import ProcessOptions, process_feeds
+from orderfeeds.readers import CHUNK_RECORDS
 from orderfeeds.runner import Locked, RunOptions, run_spool
 from orderfeeds.snapshot import read_snapshot, write_snapshot
 from orderfeeds.state.store import DEFAULT_URL, StateError, open_store
@@ -61,8 +62,10 @@ def main() -> None:
               help="Skip detection and read every feed as this type.")
 @click.option("--encoding", default="cp1252", show_default=True, callback=_encoding,
               help="Fallback encoding for flat files that are not UTF-8.")
+@click.option("--chunk-records", default=CHUNK_RECORDS, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Records read, validated and applied at a time; lower it to use less memory.")
 def process(feeds: tuple[Path, ...], snapshot: Path, out_dir: Path, as_of: str, write_snapshot: Path | None,
-            feed_type: str | None, encoding: str) -> None:
+            feed_type: str | None, encoding: str, chunk_records: int) -> None:
     """Apply FEED files, in the order given, to a snapshot file and write their reports.
 
     Nothing is kept between calls: use it to see which records would be rejected, and why.
@@ -71,7 +74,8 @@ def process(feeds: tuple[Path, ...], snapshot: Path, out_dir: Path, as_of: str, 
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise click.UsageError(f"feeds named {', '.join(clashes)} would write the same report files; rename one")
-    options = ProcessOptions(feed_type=FeedType(feed_type) if feed_type else None, encoding=encoding, as_of=as_of)
+    options = ProcessOptions(feed_type=FeedType(feed_type) if feed_type else None, encoding=encoding, as_of=as_of,
+                             chunk_records=chunk_records)
     try:
         run = process_feeds(list(feeds), snapshot, out_dir, options, write_snapshot)
     except OrderfeedsError as exc:

@@ -188,7 +188,8 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
     alike = (history.unique([*KEY, "fingerprint"], keep="first", maintain_order=True)
              .select(*KEY, "fingerprint", C("feed").alias("same-feed"), C("record").alias("same-record")))
     # `_pos` is the record's line in `state` (null: no such line), so its view is a gather.
-    lines = _line_view(state).drop(KEY).select(pl.all().gather(batch.get_column("_pos")))
+    # Gathered before the view is computed: the view of the round's lines, not of every line in play.
+    lines = _line_view(state[batch.get_column("_pos")]).drop(KEY)
     joined = (pl.concat([batch.with_columns(pl.sum_horizontal([C(c) for c in COMPONENTS]).alias("net")), lines],
                         how="horizontal")
               .join(by_id, on=[*KEY, "merchant-adjustment-item-id"], how="left")
