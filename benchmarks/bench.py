@@ -95,12 +95,13 @@ def child_run(snapshot: Path, feed: Path) -> dict:
         (root_path / "inbox").mkdir()
         shutil.copy(feed, root_path / "inbox" / feed.name)
         (root_path / "inbox" / (feed.name + ".done")).touch()
-        # The runner's progress lines mark its stages: claim+hash, read+validate, load+apply, commit+report.
+        # The runner's progress lines mark its stages: claim+hash, then read+validate+load+apply piece by
+        # piece, then commit+report.
         marks: list[tuple[str, float, float]] = []
-        names = {"reading": "claim+hash", "applying": "read+validate", "committing": "load+apply"}
+        names = {"reading": "claim+hash", "committing": "read+apply"}
 
         def progress(line: str) -> None:
-            word = line.rsplit(": ", 1)[-1].split(" ", 1)[0]
+            word = line.rsplit(": ", 1)[-1].split(" ", 1)[0].rstrip(",")
             marks.append((names.get(word, word), time.perf_counter(), _peak_mb()))
 
         started = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -79,6 +80,10 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def imported(root: Path) -> Path:
     """The spool with the sample snapshot imported into its default state database (in-process)."""
+    return import_sample(root)
+
+
+def import_sample(root: Path) -> Path:
     store = open_store(f"sqlite:///{root / 'state.db'}")
     try:
         store.import_snapshot(read_snapshot(SAMPLE), SAMPLE.name, "0" * 64)
@@ -691,3 +696,38 @@ def test_file_vanishing_after_it_was_claimed_is_skipped(imported: Path, monkeypa
     assert listing(imported / "processing") == {} and listing(imported / "done") == {"b.txt": ADJUST}
     assert [e.name for e in history(imported)] == ["b.txt"]
     assert not any(name.startswith("gone") for name in listing(imported / "reports"))
+
+
+# ---------------------------------------------------------------- feeds in pieces
+
+
+def test_run_in_pieces_commits_what_whole_feeds_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` reading, validating and applying every feed one record at a time (each piece loading only the
+    orders no earlier piece loaded) writes the same reports, the same registry and the same state as whole."""
+    from dataclasses import replace
+
+    from orderfeeds.readers import xml as xml_reader
+
+    monkeypatch.setattr(xml_reader, "CHUNK_MESSAGES", 1)  # XML pieces only come between the reader's chunks
+    feeds = {name: (REPO / "samples" / "feeds" / name).read_bytes()
+             for name in ("order-cancellation.txt", "order-adjustment.txt", "order-acknowledgement.xml",
+                          "payment-adjustment.xml")}
+    results = []
+    for chunk_records in (0, 1):
+        spool = tmp_path / str(chunk_records)
+        (spool / "inbox").mkdir(parents=True)
+        import_sample(spool)
+        for order, (name, data) in enumerate(feeds.items()):
+            drop(spool, name, data, order)
+        options = in_process_options(spool)
+        report = run_spool(replace(options, process=replace(options.process, chunk_records=chunk_records)))
+        assert [feed.outcome for feed in report.feeds] == ["applied"] * len(feeds)
+        registry = [(e.name, e.records, e.successful, e.warnings, e.errors) for e in history(spool)]
+        results.append((listing(spool / "reports"), registry, exported(spool, tmp_path, f"{chunk_records}.tsv")))
+    whole, pieces = results
+    assert any(errors for *_, errors in whole[1]) and any(successful for _, _, successful, _, _ in whole[1])
+    assert pieces[0].keys() == whole[0].keys()
+    for name in whole[0]:
+        shown = re.sub(rb'"timings-seconds": \{[^{}]*\}', b"", whole[0][name])
+        assert re.sub(rb'"timings-seconds": \{[^{}]*\}', b"", pieces[0][name]) == shown, name
+    assert pieces[1:] == whole[1:]

@@ -49,6 +49,10 @@ def main() -> None:
     """Validate and apply order cancellation and adjustment feeds; write a report per feed."""
 
 
+chunk_option = click.option("--chunk-records", default=CHUNK_RECORDS, show_default=True, type=click.IntRange(min=1),
+                            metavar="N", help="Records read, validated and applied at a time; lower it to use less memory.")
+
+
 @main.command()
 @click.argument("feeds", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--snapshot", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -62,8 +66,7 @@ def main() -> None:
               help="Skip detection and read every feed as this type.")
 @click.option("--encoding", default="cp1252", show_default=True, callback=_encoding,
               help="Fallback encoding for flat files that are not UTF-8.")
-@click.option("--chunk-records", default=CHUNK_RECORDS, show_default=True, type=click.IntRange(min=1), metavar="N",
-              help="Records read, validated and applied at a time; lower it to use less memory.")
+@chunk_option
 def process(feeds: tuple[Path, ...], snapshot: Path, out_dir: Path, as_of: str, write_snapshot: Path | None,
             feed_type: str | None, encoding: str, chunk_records: int) -> None:
     """Apply FEED files, in the order given, to a snapshot file and write their reports.
@@ -132,14 +135,15 @@ state_option = click.option("--state", "state_url", default=DEFAULT_URL, show_de
 @click.option("--as-of", callback=_as_of, metavar="TIME", help="Processing time stamped on the reports (ISO 8601; default now).")
 @click.option("--encoding", default="cp1252", show_default=True, callback=_encoding,
               help="Fallback encoding for flat files that are not UTF-8.")
-def run(root: Path, state_url: str, as_of: str, encoding: str) -> None:
+@chunk_option
+def run(root: Path, state_url: str, as_of: str, encoding: str, chunk_records: int) -> None:
     """Process every feed in ROOT/inbox against the persistent state (the cron job).
 
     Oldest file first; each feed is one transaction; an overlapping run exits 75 at once.
     """
     progress = (lambda text: click.echo(text, err=True)) if sys.stderr.isatty() else None
     options = RunOptions(root=root, state_url=_resolve_url(state_url, root),
-                         process=ProcessOptions(encoding=encoding, as_of=as_of))
+                         process=ProcessOptions(encoding=encoding, as_of=as_of, chunk_records=chunk_records))
     try:
         report = _store_errors(lambda: run_spool(options, log=lambda line: click.echo(line, err=True), progress=progress))
     except Locked as exc:

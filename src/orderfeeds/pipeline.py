@@ -23,7 +23,7 @@ from orderfeeds.readers import (
     iter_feed,
     looks_like_xml,
 )
-from orderfeeds.readers.model import Note, joined
+from orderfeeds.readers.model import Note
 from orderfeeds.readers.xml import detect_xml, sniff_xml
 from orderfeeds.report import write_reports
 from orderfeeds.snapshot import read_snapshot, write_snapshot
@@ -127,26 +127,6 @@ def rejected(name: str, data: bytes | Path, sha256: str, as_of: str, note: Note,
     return mark_source(fatal_result(name, sha256, as_of, feed_type, note), data)
 
 
-def prepare(data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> Prepared | FeedResult:
-    """Read and validate one whole feed (its bytes, or its file: XML is then streamed, never held
-    whole); a FeedResult instead when the file is rejected whole.
-
-    `sha256` is the caller's hash of the feed: it has to hash first to spot a duplicate file.
-    """
-    options = options.stamped()
-    timings: dict[str, float] = {}
-    clock = _Clock(timings)
-    try:
-        raw = joined(list(iter_feed(data, feed_type=options.feed_type, encoding=options.encoding,
-                                    max_bytes=options.max_bytes)))
-    except FeedError as exc:
-        return _rejected_by(exc, data, sha256, name, options)
-    clock.lap("read")
-    valid = validate_records(raw)
-    clock.lap("validate")
-    return _prepared(data, sha256, name, options, raw, valid, timings)
-
-
 def _prepared(data: bytes | Path, sha256: str, name: str, options: ProcessOptions, raw: RawFeed,
               valid: ValidRecords, timings: dict[str, float]) -> Prepared:
     xml = raw.feed_type.is_xml
@@ -154,7 +134,8 @@ def _prepared(data: bytes | Path, sha256: str, name: str, options: ProcessOption
                     sniff_xml(feed_head(data)).merchant_identifier if xml else None)
 
 
-def _rejected_by(exc: FeedError, data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> FeedResult:
+def rejected_by(exc: FeedError, data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> FeedResult:
+    """The result of a feed whose reading raised `exc`: rejected whole, in its own kind of report."""
     head = feed_head(data)
     detected = options.feed_type or (detect_xml(head) if looks_like_xml(head) else None)
     return rejected(name, data, sha256, options.as_of, Note(exc.name, exc.message, exc.line), detected)
@@ -222,7 +203,7 @@ def advance(data: bytes | Path, name: str, state: RunState, options: ProcessOpti
             parts.append(part)
             del prepared, applied
     except FeedError as exc:
-        return _rejected_by(exc, data, sha256, name, options)
+        return rejected_by(exc, data, sha256, name, options)
     state.lines, state.history = lines, history
     state.seen[sha256] = name
     return combined(parts)

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import polars as pl
 
+from orderfeeds.apply import empty_history
 from orderfeeds.apply.state import DELTA_COLUMNS
-from orderfeeds.outcomes import FeedResult
-from orderfeeds.pipeline import ProcessOptions, conclude, prepare, rejected
+from orderfeeds.errors import FeedError
+from orderfeeds.outcomes import FeedResult, combined
+from orderfeeds.pipeline import ProcessOptions, conclude, prepared_pieces, rejected, rejected_by
 from orderfeeds.readers import feed_sha256
 from orderfeeds.readers.model import Note
 from orderfeeds.report import atomic_write, render_reports
+from orderfeeds.snapshot import KEY
 from orderfeeds.state.store import DEFAULT_URL, FeedEntry, StateStore, open_store
 
 FOLDERS = ("inbox", "processing", "done", "failed", "reports")
@@ -235,25 +238,12 @@ def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
         result, outcome = rejected(name, data, sha256, process.as_of, note), "duplicate"
     else:
         if progress:
-            progress(f"{name}: reading and validating")
-        prepared = prepare(data, sha256, name, process)
-        if isinstance(prepared, FeedResult):
-            result, outcome = prepared, "rejected"
-        else:
-            if progress:
-                progress(f"{name}: applying {prepared.valid.records.height:,} valid records")
-            order_ids, merchant_ids = prepared.order_keys()
-            state = store.load_lines(order_ids, merchant_ids)
-            history = store.load_history(state.get_column("order-id").unique())
-            result, applied = conclude(prepared, state, history)
+            progress(f"{name}: reading, validating and applying")
+        try:
+            result, lines, ledger, acknowledged = _apply_pieces(data, sha256, name, store, process)
             outcome = "applied"
-            touched = pl.concat([applied.effects.select("order-id"), applied.merchant_ids.select("order-id")]).unique()
-            lines = applied.state.join(touched, on="order-id", how="semi")
-            ids = prepared.valid.records.select("seq", "record", "item-index", "line")
-            ledger = (applied.effects.join(ids, on="seq", how="left")
-                      .join(applied.history.select("seq", "merchant-adjustment-item-id", "fingerprint"),
-                            on="seq", how="left"))
-            acknowledged = applied.merchant_ids.join(ids, on="seq", how="left")
+        except FeedError as exc:
+            result, outcome = rejected_by(exc, data, sha256, name, process), "rejected"
     stem = Path(name).stem
     if store.report_stem_taken(stem):
         stem = f"{stem}.{claimed.name.split('~', 1)[0]}"
@@ -277,6 +267,39 @@ def _apply(claimed: Path, name: str, store: StateStore, options: RunOptions,
                                   ledger if ledger is not None else empty_ledger,
                                   acknowledged, reports)
     return result, committed
+
+
+def _apply_pieces(data: Path, sha256: str, name: str, store: StateStore, options: ProcessOptions,
+                  ) -> tuple[FeedResult, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Read, validate and apply a feed a piece at a time against the stored state: its result, the
+    order lines it changed, its ledger rows and its acknowledged merchant ids, for one commit.
+
+    Each piece loads only the orders no earlier piece loaded, so a line changed by one piece is
+    seen changed by the next. Raises FeedError (nothing to commit) if the file is found broken.
+    """
+    state: pl.DataFrame | None = None
+    history = empty_history()
+    parts, touched, ledgers, acknowledged = [], [], [], []
+    for prepared in prepared_pieces(data, sha256, name, options):
+        order_ids, merchant_ids = prepared.order_keys()
+        fresh = store.load_lines(order_ids, merchant_ids)
+        if state is not None:
+            fresh = fresh.join(state.select(KEY), on=KEY, how="anti")
+        history = pl.concat([history, store.load_history(fresh.get_column("order-id").unique())])
+        state = fresh if state is None else pl.concat([state, fresh])
+        part, applied = conclude(prepared, state, history)
+        state, history = applied.state, pl.concat([history, applied.history])
+        parts.append(part)
+        touched.append(pl.concat([applied.effects.select("order-id"), applied.merchant_ids.select("order-id")]))
+        ids = prepared.valid.records.select("seq", "record", "item-index", "line")
+        ledgers.append(applied.effects.join(ids, on="seq", how="left")
+                       .join(applied.history.select("seq", "merchant-adjustment-item-id", "fingerprint"),
+                             on="seq", how="left"))
+        acknowledged.append(applied.merchant_ids.join(ids, on="seq", how="left"))
+        del prepared, applied
+    assert state is not None  # every feed read has at least one piece
+    lines = state.join(pl.concat(touched).unique(), on="order-id", how="semi")
+    return combined(parts), lines, pl.concat(ledgers), pl.concat(acknowledged)
 
 
 def _no_lines() -> pl.DataFrame:

@@ -17,8 +17,8 @@ from orderfeeds.apply.adjustment import (
 )
 from orderfeeds.apply.cancellation import evaluate_cancellations
 from orderfeeds.apply.state import (
-    empty_effects,
     MUTABLE_COLUMNS,
+    empty_effects,
     empty_merchant_ids,
     fold_effects,
     fold_merchant_ids,
