@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from orderfeeds.apply.state import DELTA_COLUMNS
+from orderfeeds.apply.state import DELTA_COLUMNS, MUTABLE_COLUMNS
 from orderfeeds.snapshot import KEY, SNAPSHOT_COLUMNS, read_snapshot, write_snapshot
-from orderfeeds.state import FeedEntry, StateError, open_store
+from orderfeeds.state import FeedEntry, StateError, chunks, open_store
 from orderfeeds.state.schema import SCHEMA_VERSION
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "orders-snapshot.tsv"
@@ -337,3 +337,150 @@ def test_locked_database_is_a_retryable_state_error(store, db_path: Path, sample
     store.commit_feed(entry("claim-1", "a" * 64), refunded_line(sample, "10.00"), refund_ledger("10.00"),
                       pl.DataFrame(), {})
     assert store.applied_feed("a" * 64) is not None
+
+
+# ---------------------------------------------------------------- the stored layout (schema version 3)
+
+
+def stored_chunks(db_path: Path, table: str) -> dict[int, bytes]:
+    """bucket → chunk of one of the two line tables, read with a separate connection."""
+    db = sqlite3.connect(db_path)
+    try:
+        return {bucket: bytes(data) for bucket, data in db.execute(f"SELECT bucket, data FROM {table}")}
+    finally:
+        db.close()
+
+
+def test_a_feed_rewrites_only_the_changing_columns(store, sample: pl.DataFrame, db_path: Path) -> None:
+    """A commit that changes amounts, units or status of existing lines rewrites only the state
+    chunk of their bucket: the chunk of the columns no feed changes is left byte for byte."""
+    fixed_before = stored_chunks(db_path, "order_lines")
+    state_before = stored_chunks(db_path, "order_line_state")
+    lines = store.load_lines(pl.Series([EUR_ORDER]), pl.Series([], dtype=pl.String))
+    changed = lines.with_columns(pl.lit("Canceled").alias("order-status"),
+                                 pl.lit(1, pl.Int64).alias("quantity-cancelled"),
+                                 pl.lit(Decimal("10.00")).cast(pl.Decimal(38, 2)).alias("item-price-refunded"))
+    store.commit_feed(entry("c1", "a" * 64), changed, refund_ledger("10.00"), pl.DataFrame(), {})
+    assert stored_chunks(db_path, "order_lines") == fixed_before
+    state_after = stored_chunks(db_path, "order_line_state")
+    assert [b for b in state_after if state_after[b] != state_before[b]] == chunks.buckets(pl.Series([EUR_ORDER]))
+    exported = store.export_lines()
+    assert_frame_equal(exported.filter(pl.col("order-id") == EUR_ORDER), changed.select(SNAPSHOT_COLUMNS))
+    assert_frame_equal(exported.filter(pl.col("order-id") != EUR_ORDER),
+                       sample.filter(pl.col("order-id") != EUR_ORDER).select(SNAPSHOT_COLUMNS))
+
+
+@pytest.mark.parametrize("loaded_first", [True, False], ids=["after-load", "without-load"])
+def test_lines_in_any_order_are_put_back_in_place(store, sample: pl.DataFrame, loaded_first: bool) -> None:
+    """The changed lines may come in any order and with or without a load_lines before the commit:
+    each lands on its own line."""
+    if loaded_first:
+        store.load_lines(sample.get_column("order-id"), pl.Series([], dtype=pl.String))
+    changed = sample.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("quantity-cancelled"),
+                                  pl.concat_str(pl.col("order-item-id"), pl.lit("-M")).alias("merchant-order-item-id"))
+    store.commit_feed(entry("c1", "a" * 64), changed.reverse(), ledger(), pl.DataFrame(), {})
+    assert_frame_equal(store.export_lines(), changed.select(SNAPSHOT_COLUMNS))
+
+
+def test_a_changed_fixed_column_or_a_new_line_is_still_stored(store, sample: pl.DataFrame) -> None:
+    """Nothing in `run` changes the columns kept apart from the state today, nor adds or drops a
+    line; if something ever does, the commit rewrites both chunks and nothing is lost."""
+    lines = store.load_lines(pl.Series([EUR_ORDER, ORDER]), pl.Series([], dtype=pl.String))
+    flagged = lines.with_columns(pl.lit(True).alias("shipping-label-purchased"))
+    added = flagged.filter(pl.col("order-id") == ORDER).with_columns(pl.lit("29999999999999").alias("order-item-id"))
+    changed = pl.concat([flagged, added])
+    store.commit_feed(entry("c1", "a" * 64), changed, ledger(), pl.DataFrame(), {})
+    untouched = sample.filter(~pl.col("order-id").is_in([EUR_ORDER, ORDER]))
+    assert_frame_equal(store.export_lines(), pl.concat([untouched, changed]).select(SNAPSHOT_COLUMNS)
+                       .sort("order-id", "order-item-id"))
+    # and an order that loses a line keeps only the lines given
+    store.commit_feed(entry("c2", "b" * 64), added, ledger(), pl.DataFrame(), {})
+    assert store.export_lines().filter(pl.col("order-id") == ORDER).get_column("order-item-id").to_list() == [
+        "29999999999999"]
+
+
+def test_a_failed_commit_after_load_does_not_leave_stale_lines(store, sample: pl.DataFrame) -> None:
+    """What load_lines keeps for the commit is dropped when the commit fails: the next commit
+    starts from what is stored, not from a half-applied copy."""
+    store.commit_feed(entry("c1", "a" * 64), refunded_line(sample, "10.00"), refund_ledger("10.00"), pl.DataFrame(), {})
+    store.load_lines(pl.Series([EUR_ORDER]), pl.Series([], dtype=pl.String))
+    with pytest.raises(StateError):  # the same bytes again: the registry refuses it inside the transaction
+        store.commit_feed(entry("c2", "a" * 64), refunded_line(sample, "30.00"), refund_ledger("20.00", 2),
+                          pl.DataFrame(), {})
+    line = store.load_lines(pl.Series([EUR_ORDER]), pl.Series([], dtype=pl.String))
+    assert line.get_column("item-price-refunded").to_list() == [Decimal("10.00")]
+    store.commit_feed(entry("c3", "c" * 64), refunded_line(sample, "15.00"), refund_ledger("5.00", 2),
+                      pl.DataFrame(), {})
+    assert store.export_lines().filter(pl.col("order-id") == EUR_ORDER).get_column("item-price-refunded").to_list() == [
+        Decimal("15.00")]
+
+
+@pytest.mark.parametrize("table", ["order_lines", "order_line_state"])
+@pytest.mark.parametrize("damage", ["junk", "other-rows"])
+def test_a_damaged_chunk_is_a_state_error(store, db_path: Path, table: str, damage: str) -> None:
+    """A chunk that is not Arrow, or whose row count no longer matches its other half, is a
+    StateError saying the database is damaged, for export and for a feed's load alike."""
+    db = sqlite3.connect(db_path)
+    bucket = chunks.buckets(pl.Series([EUR_ORDER]))[0]
+    if damage == "junk":
+        db.execute(f"UPDATE {table} SET data = ? WHERE bucket = ?", (b"\x00junk" * 40, bucket))
+    else:
+        db.execute(f"UPDATE {table} SET lines = lines + 1 WHERE bucket = ?", (bucket,))
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="damaged"):
+        store.export_lines()
+    with pytest.raises(StateError, match="damaged"):
+        store.load_lines(pl.Series([EUR_ORDER]), pl.Series([], dtype=pl.String))
+
+
+def test_the_stored_state_columns_are_the_ones_apply_changes() -> None:
+    """Every column apply may change is in the state part: otherwise every commit would take the
+    slow path that rewrites both parts (correct, but the layout would have missed its point)."""
+    assert set(MUTABLE_COLUMNS) <= set(chunks.STATE_COLUMNS)
+    assert set(chunks.STATE_COLUMNS) | set(chunks.FIXED_SCHEMA) == set(SNAPSHOT_COLUMNS)
+
+
+def test_pieces_of_one_feed_decode_each_bucket_once(store, sample: pl.DataFrame, monkeypatch) -> None:
+    """A feed applied in pieces loads lines once per piece: a bucket decoded for one piece is taken
+    as it is by the next piece and by the commit, which still stores exactly the lines given."""
+    decoded: list[int] = []
+    real = chunks.decode_lines
+    monkeypatch.setattr(chunks, "decode_lines", lambda fixed, state: decoded.append(len(fixed)) or real(fixed, state))
+    no_ids = pl.Series([], dtype=pl.String)
+    first = store.load_lines(pl.Series([EUR_ORDER]), no_ids)
+    second = store.load_lines(pl.Series([EUR_ORDER, ORDER]), no_ids)
+    assert decoded == [1, 1]  # the two orders are in two buckets: the second piece reads only ORDER's
+    assert_frame_equal(second.filter(pl.col("order-id") == EUR_ORDER), first)
+    changed = second.with_columns(pl.lit(Decimal("1.00")).cast(pl.Decimal(38, 2)).alias("other-adjustments-net"))
+    store.commit_feed(entry("c1", "a" * 64), changed.reverse(), ledger(), pl.DataFrame(), {})
+    assert decoded == [1, 1]
+    untouched = sample.filter(~pl.col("order-id").is_in([EUR_ORDER, ORDER]))
+    assert_frame_equal(store.export_lines(), pl.concat([untouched, changed]).select(SNAPSHOT_COLUMNS)
+                       .sort("order-id", "order-item-id"))
+
+
+def test_lines_written_by_another_program_since_the_load_are_kept(db_path: Path, sample: pl.DataFrame) -> None:
+    """Lines decoded for a feed are not trusted once another connection has committed: the commit
+    reads its buckets again, so a change to another order of the same bucket is not undone."""
+    bucket = chunks.buckets(pl.Series([EUR_ORDER]))[0]
+    twin_id = next(o for o in (f"305-1112223-33{n:05d}" for n in range(100000))
+                   if o != EUR_ORDER and chunks.buckets(pl.Series([o])) == [bucket])
+    twin = sample.filter(pl.col("order-id") == EUR_ORDER).with_columns(pl.lit(twin_id).alias("order-id"))
+    one = open_store(f"sqlite:///{db_path}")
+    other = open_store(f"sqlite:///{db_path}")
+    try:
+        one.import_snapshot(pl.concat([sample, twin]), "sample.tsv", "0" * 64)
+        no_ids = pl.Series([], dtype=pl.String)
+        loaded = one.load_lines(pl.Series([EUR_ORDER, twin_id]), no_ids)
+        twin_changed = other.load_lines(pl.Series([twin_id]), no_ids).with_columns(
+            pl.lit("Canceled").alias("order-status"))
+        other.commit_feed(entry("c-other", "b" * 64), twin_changed, ledger(), pl.DataFrame(), {})
+        mine = loaded.filter(pl.col("order-id") == EUR_ORDER).with_columns(pl.lit("Canceled").alias("order-status"))
+        one.commit_feed(entry("c-one", "a" * 64), mine, ledger(), pl.DataFrame(), {})
+        statuses = dict(one.export_lines().filter(pl.col("order-id").is_in([EUR_ORDER, twin_id]))
+                        .select("order-id", "order-status").rows())
+    finally:
+        one.close()
+        other.close()
+    assert statuses == {EUR_ORDER: "Canceled", twin_id: "Canceled"}

@@ -54,6 +54,18 @@ def _rows_to_chunks(db: sqlite3.Connection) -> None:
                        chunks.split(rows))
 
 
+def _split_line_chunks(db: sqlite3.Connection) -> None:
+    """Version 3: each bucket's lines, one chunk of every column before, become two chunks, row for row:
+    the columns feeds never change and the ones they do, so a commit rewrites only the second."""
+    rows = db.execute("SELECT bucket, lines, data FROM order_lines_v2 ORDER BY bucket").fetchall()
+    for bucket, count, blob in rows:
+        lines = chunks.decode(blob, chunks.LINE_SCHEMA, count)
+        db.execute("INSERT INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)",
+                   (bucket, count, chunks.encode(lines.select(list(chunks.FIXED_SCHEMA)))))
+        db.execute("INSERT INTO order_line_state (bucket, lines, data) VALUES (?, ?, ?)",
+                   (bucket, count, chunks.encode(lines.select(list(chunks.STATE_SCHEMA)))))
+
+
 # Each entry moves the schema one version up; never edit an entry once released. A step is SQL,
 # or a function for data that SQL alone cannot move.
 MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
@@ -106,6 +118,15 @@ MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
         _rows_to_chunks,
         "DROP TABLE order_lines_v1",
         "DROP TABLE effects_v1",
+    ],
+    [
+        "ALTER TABLE order_lines RENAME TO order_lines_v2",
+        # A bucket's lines in two chunks of the same rows in the same order: order_lines holds the columns
+        # no feed changes (the keys among them), order_line_state the others (chunks.STATE_COLUMNS).
+        "CREATE TABLE order_lines (bucket INTEGER PRIMARY KEY, lines INTEGER NOT NULL, data BLOB NOT NULL)",
+        "CREATE TABLE order_line_state (bucket INTEGER PRIMARY KEY, lines INTEGER NOT NULL, data BLOB NOT NULL)",
+        _split_line_chunks,
+        "DROP TABLE order_lines_v2",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

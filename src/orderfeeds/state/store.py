@@ -98,13 +98,46 @@ def _json_list(values: list) -> str:
     return json.dumps(values)
 
 
+_KEY = ["order-id", "order-item-id"]
+
+
+def _rewritten(stored: pl.DataFrame, lines: pl.DataFrame, orders: pl.Series
+               ) -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]]:
+    """The chunks to write so that the orders in `orders` have exactly `lines`: (fixed, state) as
+    (bucket, rows, chunk). `stored` is every line of their buckets, grouped by bucket, with `_bucket`.
+
+    A feed changes only the state columns of lines that exist: then each bucket's state chunk is
+    rewritten with the new values put in place, and its fixed chunk is left alone. Anything else (a
+    line added or gone, a fixed column changed) rewrites both chunks of the buckets involved."""
+    touched = stored.get_column("order-id").is_in(orders.implode()).arg_true()
+    if touched.len() == lines.height and lines.select(_KEY).equals(stored.select(_KEY)[touched]):
+        at = touched  # the lines in the order load_lines gave them: no join needed
+    else:
+        at = (lines.select(_KEY).join(stored.select(_KEY).with_row_index("_at"), on=_KEY, how="left",
+                                      maintain_order="left").get_column("_at"))
+    in_place = (touched.len() == lines.height and not at.has_nulls() and at.n_unique() == lines.height
+                and lines.select(list(chunks.FIXED_SCHEMA)).equals(
+                    stored.select(list(chunks.FIXED_SCHEMA))[at], null_equal=True))
+    if not in_place:
+        kept = stored.filter(~pl.col("order-id").is_in(orders.implode())).drop(chunks.BUCKET)
+        # Not sorted again (export sorts): a bucket keeps its lines, then the rewritten ones.
+        return chunks.split_lines(pl.concat([kept, lines]))
+    # Scattered into copies: `stored` may be what load_lines keeps, and must stay what is stored.
+    state = pl.DataFrame([stored.get_column(column).clone().scatter(at, lines.get_column(column))
+                          for column in chunks.STATE_SCHEMA])
+    parts = chunks.slices(state, stored.get_column(chunks.BUCKET))
+    blobs = chunks.encode_all([part for _, part in parts])
+    return [], [(bucket, part.height, blob) for (bucket, part), blob in zip(parts, blobs, strict=True)]
+
+
 class SqliteStore:
     """The embedded default: one SQLite file in WAL mode."""
 
     def __init__(self, path: Path):
         self.path = path
-        # The buckets load_lines decoded, kept for the commit that follows (see _loaded_buckets).
-        self._loaded: tuple[tuple[int, int], list[int] | None, pl.DataFrame] | None = None
+        # The buckets load_lines decoded for the feed being applied, kept for its next load_lines and
+        # its commit (see _decoded): (the database's change marker then, the buckets, their lines).
+        self._loaded: tuple[tuple[int, int], frozenset[int], pl.DataFrame] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit, one per feed.
@@ -114,6 +147,8 @@ class SqliteStore:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
+        except DamagedChunk as exc:  # a chunk a migration had to read
+            raise self._damaged(exc) from None
         except OSError as exc:
             raise StateError(f"the state database {path} cannot be opened: {exc.strerror or exc}") from None
 
@@ -197,27 +232,49 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
 
+    def _decoded(self, buckets: list[int] | None) -> pl.DataFrame:
+        """The lines stored in `buckets` (None: every bucket), with `_bucket`, each bucket's rows
+        together; perhaps with other buckets' too. Buckets load_lines decoded for this feed are
+        taken as decoded if nothing was written since; only the others are read, and kept too."""
+        wanted = frozenset(range(chunks.BUCKETS) if buckets is None else buckets)
+        marker = self._unchanged_since()
+        if self._loaded is not None and self._loaded[0] == marker:
+            _, loaded, frame = self._loaded
+        else:
+            loaded, frame = frozenset(), None
+        missing = wanted - loaded
+        if missing or frame is None:
+            read = self._lines_of(None if buckets is None and not loaded else sorted(missing))
+            # Not rechunked: the decoded part stays as it is, and each bucket's rows stay together.
+            frame = read if frame is None else pl.concat([frame, read], how="vertical", rechunk=False)
+            loaded = loaded | missing
+        self._loaded = (marker, loaded, frame)
+        return frame
+
     def _loaded_buckets(self, buckets: list[int]) -> pl.DataFrame:
-        """The lines stored in `buckets`: what load_lines decoded if nothing was written since, else read again."""
-        if self._loaded is not None:
-            marker, loaded, frame = self._loaded
-            if marker == self._unchanged_since() and (loaded is None or set(buckets) <= set(loaded)):
-                if loaded is not None and set(buckets) == set(loaded):
-                    return frame
-                return frame.filter(chunks.bucket_of().is_in(buckets))
-        return self._lines_of(buckets)
+        """The lines stored in `buckets`, with `_bucket`, and no other bucket's."""
+        frame = self._decoded(buckets)
+        if self._loaded is not None and self._loaded[1] == frozenset(buckets):
+            return frame
+        return frame.filter(pl.col(chunks.BUCKET).is_in(buckets))
 
     def _lines_of(self, buckets: list[int] | None) -> pl.DataFrame:
-        """The lines stored in `buckets` (None: every bucket)."""
+        """The lines stored in `buckets` (None: every bucket), grouped by bucket, with it in `_bucket`."""
         if buckets is None:
-            rows = self._blobs("SELECT data FROM order_lines ORDER BY bucket")
+            where, params = "", ()
         else:
-            rows = self._blobs("SELECT data FROM order_lines WHERE bucket IN (SELECT value FROM json_each(?)) "
-                               "ORDER BY bucket", (_json_list(buckets),))
+            where, params = " WHERE bucket IN (SELECT value FROM json_each(?))", (_json_list(buckets),)
+        fixed = self._blobs(f"SELECT bucket, lines, data FROM order_lines{where} ORDER BY bucket", params)
+        state = self._blobs(f"SELECT bucket, lines, data FROM order_line_state{where} ORDER BY bucket", params)
         try:
-            return chunks.decode_all([row[0] for row in rows], LINE_SCHEMA)
+            if [row[:2] for row in fixed] != [row[:2] for row in state]:
+                raise DamagedChunk("the two parts of the stored order lines do not match")
+            lines = chunks.decode_lines([row[1:] for row in fixed], [row[1:] for row in state])
         except DamagedChunk as exc:
             raise self._damaged(exc) from None
+        bucket = pl.Series(chunks.BUCKET, [row[0] for row in fixed], dtype=pl.Int64).repeat_by(
+            pl.Series([row[1] for row in fixed], dtype=pl.UInt32)).explode()
+        return lines.with_columns(bucket) if lines.height else lines.with_columns(pl.lit(None, pl.Int64).alias(chunks.BUCKET))
 
     def _ledger_of(self, buckets: list[int]) -> pl.DataFrame:
         """The ledger rows of the orders in `buckets`, with their feed, in application order."""
@@ -241,33 +298,30 @@ class SqliteStore:
     # -- snapshot ---------------------------------------------------------------------
 
     def import_snapshot(self, lines: pl.DataFrame, file_name: str, sha256: str) -> int:
-        stored = chunks.split(_typed(lines, LINE_SCHEMA).sort("order-id", "order-item-id"))
+        fixed, state = chunks.split_lines(_typed(lines, LINE_SCHEMA).sort("order-id", "order-item-id"))
         with self._transaction() as db:
             db.execute("DELETE FROM order_lines")
-            db.executemany("INSERT INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)", stored)
+            db.execute("DELETE FROM order_line_state")
+            db.executemany("INSERT INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)", fixed)
+            db.executemany("INSERT INTO order_line_state (bucket, lines, data) VALUES (?, ?, ?)", state)
             db.execute("INSERT INTO imports (file_name, sha256, lines, imported_at) VALUES (?, ?, ?, ?)",
                        (file_name, sha256, lines.height, _now()))
         return lines.height
 
     def export_lines(self) -> pl.DataFrame:
-        return self._lines_of(None).sort("order-id", "order-item-id")
+        return self._lines_of(None).drop(chunks.BUCKET).sort("order-id", "order-item-id")
 
     def load_lines(self, order_ids: pl.Series, merchant_order_ids: pl.Series) -> pl.DataFrame:
         """The lines of the orders a feed names, by order id or by the seller's order id."""
         wanted = order_ids.drop_nulls().unique()
-        self._loaded = None
-        marker = self._unchanged_since()
         if merchant_order_ids.len():
             # The seller's ids are not what buckets are made of: look in every bucket.
-            loaded = None
-            lines = self._lines_of(None)
+            lines = self._decoded(None)
             found = lines.filter(pl.col("merchant-order-id").is_in(merchant_order_ids.implode())).get_column("order-id")
             wanted = pl.concat([wanted.cast(pl.String), found]).unique()
         else:
-            loaded = chunks.buckets(wanted)
-            lines = self._lines_of(loaded)
-        self._loaded = (marker, loaded, lines)
-        return lines.filter(pl.col("order-id").is_in(wanted.implode()))
+            lines = self._decoded(chunks.buckets(wanted))
+        return lines.filter(pl.col("order-id").is_in(wanted.implode())).drop(chunks.BUCKET)
 
     def load_history(self, order_ids: pl.Series) -> pl.DataFrame:
         wanted = order_ids.drop_nulls().unique()
@@ -314,20 +368,28 @@ class SqliteStore:
     def commit_feed(self, entry: FeedEntry, lines: pl.DataFrame, ledger: pl.DataFrame,
                     merchant_ids: pl.DataFrame, reports: dict[str, bytes]) -> FeedEntry:
         """One transaction: the registry row, the changed lines, the ledger and the reports."""
+        try:
+            return self._commit_feed(entry, lines, ledger, merchant_ids, reports)
+        finally:
+            # What load_lines kept was for this commit only, whether it went through or not.
+            self._loaded = None
+
+    def _commit_feed(self, entry: FeedEntry, lines: pl.DataFrame, ledger: pl.DataFrame,
+                     merchant_ids: pl.DataFrame, reports: dict[str, bytes]) -> FeedEntry:
         lines = _typed(lines, LINE_SCHEMA)
         ledger = _typed(ledger, LEDGER_SCHEMA)
         missing = [c for c in chunks.LEDGER_REQUIRED if ledger.get_column(c).has_nulls()]
         if missing:
             raise ValueError(f"ledger rows without {', '.join(missing)}: nothing was committed")
         ledger_chunks = chunks.split(ledger)
+        fixed_chunks: list[tuple[int, int, bytes]] = []
+        state_chunks: list[tuple[int, int, bytes]] = []
         with self._transaction() as db:
             if lines.height:
                 # Read inside the write transaction, before writing anything (see _loaded_buckets):
                 # the buckets rewritten are the ones stored now.
                 orders = lines.get_column("order-id").unique()
-                kept = self._loaded_buckets(chunks.buckets(orders)).filter(~pl.col("order-id").is_in(orders.implode()))
-                # Not sorted again (export sorts): a bucket keeps its lines, then the rewritten ones.
-                line_chunks = chunks.split(pl.concat([kept, lines]))
+                fixed_chunks, state_chunks = _rewritten(self._loaded_buckets(chunks.buckets(orders)), lines, orders)
             cursor = db.execute(
                 "INSERT INTO feeds (name, claim, sha256, applied_sha256, feed_type, outcome, records, successful, "
                 "warnings, errors, report_stem, as_of, committed_at, seconds) "
@@ -336,9 +398,12 @@ class SqliteStore:
                  entry.feed_type, entry.outcome, entry.records, entry.successful, entry.warnings, entry.errors,
                  entry.report_stem, entry.as_of, _now(), entry.seconds))
             feed_id = cursor.lastrowid
-            if lines.height:
+            if fixed_chunks:
                 db.executemany("INSERT OR REPLACE INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)",
-                               line_chunks)
+                               fixed_chunks)
+            if state_chunks:
+                db.executemany("INSERT OR REPLACE INTO order_line_state (bucket, lines, data) VALUES (?, ?, ?)",
+                               state_chunks)
             db.executemany(f"INSERT INTO effects (feed_id, bucket, rows, data) VALUES ({feed_id}, ?, ?, ?)",
                            ledger_chunks)
             if merchant_ids.height:
@@ -349,7 +414,6 @@ class SqliteStore:
                                         "merchant-order-item-id").iter_rows())
             db.executemany("INSERT INTO feed_reports (feed_id, file_name, content) VALUES (?, ?, ?)",
                            [(feed_id, name, content) for name, content in reports.items()])
-        self._loaded = None
         return self.claimed(entry.claim)  # type: ignore[return-value]
 
     def order_effects(self, order_id: str) -> pl.DataFrame:
