@@ -484,3 +484,15 @@ def test_lines_written_by_another_program_since_the_load_are_kept(db_path: Path,
         one.close()
         other.close()
     assert statuses == {EUR_ORDER: "Canceled", twin_id: "Canceled"}
+
+
+def test_positions_of_lines_in_any_order() -> None:
+    """The stored row of each changed line: taken as is when the lines come in stored order, found by
+    key otherwise; null for a line that is not stored."""
+    from orderfeeds.state.store import _positions
+
+    stored = pl.DataFrame({"order-id": ["a", "a", "b", "c"], "order-item-id": ["1", "2", "1", "1"]})
+    rows = pl.Series([4, 5, 7, 9], dtype=pl.UInt32)
+    assert _positions(stored, stored, rows).to_list() == [4, 5, 7, 9]
+    shuffled = pl.DataFrame({"order-id": ["c", "a", "x", "a"], "order-item-id": ["1", "2", "1", "1"]})
+    assert _positions(shuffled, stored, rows).to_list() == [9, 5, None, 4]

@@ -101,6 +101,24 @@ def _json_list(values: list) -> str:
 _KEY = ["order-id", "order-item-id"]
 
 
+def _positions(keys: pl.DataFrame, stored: pl.DataFrame, rows: pl.Series) -> pl.Series:
+    """Where each of `keys` is among `stored` (the keys of the stored lines `rows`), as a stored row;
+    null where it is not. A hash collision can only give a wrong row, never go unnoticed: the caller
+    compares every fixed column, the keys among them, at the rows found."""
+    if keys.height == stored.height and keys.equals(stored):
+        return rows  # in the order load_lines gave them (one load for the whole feed)
+    # Otherwise (pieces, or any order) by a 64-bit hash of the key, joined among these rows only:
+    # much cheaper than a join on the two strings against every line of the buckets.
+    found = (keys.hash_rows().to_frame("_hash")
+             .join(stored.hash_rows().to_frame("_hash").with_row_index("_at"), on="_hash", how="left",
+                   maintain_order="left").get_column("_at"))
+    if found.len() == keys.height:
+        return rows.gather(found)
+    # Two stored keys with one hash: look them up by the keys themselves.
+    return (keys.join(stored.with_row_index("_at"), on=_KEY, how="left", maintain_order="left")
+            .get_column("_at").pipe(rows.gather))
+
+
 def _rewritten(stored: pl.DataFrame, lines: pl.DataFrame, orders: pl.Series
                ) -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]]:
     """The chunks to write so that the orders in `orders` have exactly `lines`: (fixed, state) as
@@ -110,11 +128,7 @@ def _rewritten(stored: pl.DataFrame, lines: pl.DataFrame, orders: pl.Series
     rewritten with the new values put in place, and its fixed chunk is left alone. Anything else (a
     line added or gone, a fixed column changed) rewrites both chunks of the buckets involved."""
     touched = stored.get_column("order-id").is_in(orders.implode()).arg_true()
-    if touched.len() == lines.height and lines.select(_KEY).equals(stored.select(_KEY)[touched]):
-        at = touched  # the lines in the order load_lines gave them: no join needed
-    else:
-        at = (lines.select(_KEY).join(stored.select(_KEY).with_row_index("_at"), on=_KEY, how="left",
-                                      maintain_order="left").get_column("_at"))
+    at = _positions(lines.select(_KEY), stored.select(_KEY)[touched], touched)
     in_place = (touched.len() == lines.height and not at.has_nulls() and at.n_unique() == lines.height
                 and lines.select(list(chunks.FIXED_SCHEMA)).equals(
                     stored.select(list(chunks.FIXED_SCHEMA))[at], null_equal=True))
