@@ -20,7 +20,6 @@ from orderfeeds.pipeline import ProcessOptions, conclude, prepared_pieces, rejec
 from orderfeeds.readers import feed_sha256
 from orderfeeds.readers.model import Note
 from orderfeeds.report import atomic_write, render_reports
-from orderfeeds.snapshot import KEY
 from orderfeeds.state.store import DEFAULT_URL, FeedEntry, StateStore, open_store
 
 FOLDERS = ("inbox", "processing", "done", "failed", "reports")
@@ -284,9 +283,11 @@ def _apply_pieces(data: Path, sha256: str, name: str, store: StateStore, options
         order_ids, merchant_ids = prepared.order_keys()
         fresh = store.load_lines(order_ids, merchant_ids)
         if state is not None:
-            fresh = fresh.join(state.select(KEY), on=KEY, how="anti")
+            # Orders are loaded whole, so an order an earlier piece loaded is in `state` with all its lines.
+            fresh = fresh.filter(~pl.col("order-id").is_in(state.get_column("order-id").unique().implode()))
         history = pl.concat([history, store.load_history(fresh.get_column("order-id").unique())])
-        state = fresh if state is None else pl.concat([state, fresh])
+        # One chunk: apply's first lazy operation would otherwise copy the whole frame to make it one.
+        state = fresh if state is None else pl.concat([state, fresh], rechunk=True)
         part, applied = conclude(prepared, state, history)
         state, history = applied.state, pl.concat([history, applied.history])
         parts.append(part)
