@@ -93,6 +93,16 @@ def test_process_writes_the_three_report_files_of_a_flat_feed(workdir: Path):
     assert str(out / "order-cancellation.report.tsv") in result.stdout
 
 
+def test_report_files_are_readable_as_a_plain_open_would_make_them(workdir: Path):
+    """Reports get 0666 less the umask, like any file the user writes (not mkstemp's private 0600),
+    so the people who review them can read them."""
+    from orderfeeds.report import UMASK
+
+    process(workdir, "order-cancellation.txt")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (workdir / "out").iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~UMASK}, modes
+
+
 def test_exit_code_1_when_some_records_are_rejected(workdir: Path, write_feed):
     """One rejected record among applied ones: exit 1 (finished, some records rejected)."""
     write_feed("mixed.txt", "111-2223334-4445550\tNoInventory\t20000000000001\n"

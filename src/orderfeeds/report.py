@@ -25,11 +25,26 @@ def report_names(stem: str, xml: bool = False) -> dict[str, str]:
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which is not safe once other threads run.
+UMASK = _umask()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename, fsync the folder: all or nothing."""
+    """Temporary file in the same folder, fsync, rename, fsync the folder: all or nothing.
+
+    The file gets the permissions a plain `open` would give it (0666 less the umask): mkstemp
+    makes it 0600, and a report only its writer can read is no use to the team that reviews it.
+    """
     folder = path.parent
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
