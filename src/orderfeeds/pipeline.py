@@ -38,7 +38,7 @@ class ProcessOptions:
     encoding: str = "cp1252"
     max_bytes: int = DEFAULT_MAX_BYTES
     as_of: str = ""
-    # `process` reads, validates and applies a feed this many records at a time (0: whole).
+    # A feed is read, validated and applied this many records at a time (0: whole), by `process` and `run`.
     chunk_records: int = CHUNK_RECORDS
 
     def stamped(self) -> ProcessOptions:

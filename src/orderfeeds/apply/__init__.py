@@ -69,9 +69,9 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     # `working` holds the lines of the feed's orders, each at a fixed row `_pos`, with its
     # order's number `_order_no`: a record finds its line by position (a gather, where a
     # join on two string keys would hash both sides every round) and a round's effects
-    # are written back at those positions. An is_in mask splits the state in one pass.
-    # The state itself is never copied: its feed lines are gathered, and only the columns a rule
-    # can change are written back at the end, by row (`at`); the other columns stay shared.
+    # are written back at those positions. The state itself is never copied: its feed lines
+    # are gathered, and only the columns a rule can change are written back at the end, by
+    # row (`at`); the other columns stay shared.
     at = state.select(pl.arg_where(pl.col("order-id").is_in(feed_orders))).to_series()
     working = with_positions(state[at])
     records = records.join(working.select(*KEY, "_pos"), on=KEY, how="left", maintain_order="left")

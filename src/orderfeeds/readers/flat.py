@@ -9,7 +9,7 @@ import polars as pl
 
 from orderfeeds.errors import FeedError
 from orderfeeds.feedtypes import FLAT_FIELDS, FeedType, Field
-from orderfeeds.readers.model import ID_COLUMNS, ISSUE_SCHEMA, Note, RawFeed, joined, record_columns
+from orderfeeds.readers.model import ID_COLUMNS, ISSUE_SCHEMA, Note, RawFeed, record_columns
 from orderfeeds.readers.text import is_blank, line_widths, regular_fields, split_lines, trimmed
 
 TEMPLATE_PREFIX = "TemplateType="
@@ -34,14 +34,10 @@ def detect_flat(header: list[str], template: str | None) -> FeedType | None:
     return None
 
 
-def read_flat(text: str, feed_type: FeedType | None) -> RawFeed:
-    """Cut the text into records; ragged rows become issues, never shifted rows."""
-    return joined(list(iter_flat(text, feed_type)))
-
-
 def iter_flat(text: str, feed_type: FeedType | None, chunk_records: int = 0) -> Iterator[RawFeed]:
-    """The records of a flat feed in pieces of about `chunk_records` (0: one piece), in file order,
-    `seq` and record numbers counting on across pieces; header problems raise before the first."""
+    """Cut the text into records, in pieces of about `chunk_records` (0: one piece), in file order,
+    `seq` and record numbers counting on across pieces; header problems raise before the first.
+    Ragged rows become issues, never shifted rows."""
     head = _first_lines(text, 2)
     if not head:
         raise FeedError("unknown-feed-type", "the file has no header and no records")

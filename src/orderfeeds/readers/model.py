@@ -53,12 +53,17 @@ class RawFeed:
     column_order: tuple[str, ...] = ()
 
 
+# A piece size that never cuts a feed: readers asked for it give the feed in one piece.
+UNCHUNKED = 2**62
+
+
 def joined(pieces: list[RawFeed]) -> RawFeed:
     """The pieces of one feed (see `iter_feed`) as one RawFeed: what reading it whole gives."""
     first = pieces[0]
     if len(pieces) == 1:
         return first
+    # Not rechunked: copying every string column into one buffer would cost far more memory than the frame.
     return RawFeed(feed_type=first.feed_type, fields=first.fields,
-                   frame=pl.concat([p.frame for p in pieces]),
+                   frame=pl.concat([p.frame for p in pieces], rechunk=False),
                    issues=pl.concat([p.issues for p in pieces]),
                    notes=first.notes, column_order=first.column_order)

@@ -28,7 +28,7 @@ How a file is read, in order:
    chunk's messages stay in the tree until the chunk is checked, then they are deleted, so
    the tree never grows with the file. Blank text between elements is not kept at all. Each chunk
    becomes a frame in file order.
-6. `iter_xml` hands the records out in pieces: once a piece's worth of records (CHUNK_RECORDS) has
+6. `iter_xml` hands the records out in pieces: once a piece's worth of records (`chunk_records`) has
    gathered, the chunks so far become one frame (concatenated, not rechunked), its schema
    violations get their `seq` and repeated MessageIDs are found in one vectorised pass; the reader
    then lets go of them. Only the numbered MessageIDs already handed out and the line of each one's
@@ -75,7 +75,7 @@ from lxml import etree
 from orderfeeds.errors import FeedError
 from orderfeeds.feedtypes import ADJUSTMENT_REASONS, CANCEL_REASONS, FeedType, Field, Kind
 from orderfeeds.readers import xmlfast
-from orderfeeds.readers.model import ISSUE_SCHEMA, RawFeed, record_columns
+from orderfeeds.readers.model import ISSUE_SCHEMA, UNCHUNKED, RawFeed, joined, record_columns
 
 # ----------------------------------------------------------------------------- fields
 
@@ -190,9 +190,6 @@ MAX_EXPLANATIONS = 10
 CHUNK_MESSAGES = 8 * 1024
 # ... and at most about this much of the file, as a chunk is serialized and copied a few times.
 CHUNK_BYTES = 4 * 1024 * 1024
-# Records per piece of `iter_xml` (pieces are cut between chunks), and a piece size that never cuts.
-CHUNK_RECORDS = 1_000_000
-UNCHUNKED = 2**62
 
 _XML_SPACE = " \t\r\n"
 _SPACE_RUN = re.compile(rb"[ \t\r\n]*")
@@ -336,11 +333,11 @@ def detect_xml(data: bytes) -> FeedType | None:
 def read_xml(source: bytes | Path, feed_type: FeedType | None, max_bytes: int) -> RawFeed:
     """Raw records of an XML feed (its bytes, or a file streamed from disk), or a FeedError naming why
     the whole file is rejected: `iter_xml`'s pieces, taken as one."""
-    return _joined(list(iter_xml(source, feed_type, max_bytes, UNCHUNKED)))
+    return joined(list(iter_xml(source, feed_type, max_bytes, UNCHUNKED)))
 
 
 def iter_xml(source: bytes | Path, feed_type: FeedType | None, max_bytes: int,
-             chunk_records: int = CHUNK_RECORDS) -> Iterator[RawFeed]:
+             chunk_records: int = UNCHUNKED) -> Iterator[RawFeed]:
     """Raw records of an XML feed in pieces of about `chunk_records` records each, in file order.
 
     The file is checked up front as `read_xml` checks it (size cap, prolog, root) and then streamed;
@@ -366,17 +363,6 @@ def iter_xml(source: bytes | Path, feed_type: FeedType | None, max_bytes: int,
     _reject_prolog_declarations(read_head(source, WIDE_PROLOG_BYTES))
     _check_root(_chunks(source))
     yield from _Reader(feed_type).pieces(source, chunk_records)
-
-
-def _joined(pieces: list[RawFeed]) -> RawFeed:
-    """The pieces of one feed as one RawFeed (the first piece's feed type, fields, notes and column order)."""
-    first = pieces[0]
-    if len(pieces) == 1:
-        return first
-    return RawFeed(feed_type=first.feed_type, fields=first.fields,
-                   frame=pl.concat([p.frame for p in pieces], rechunk=False),
-                   issues=pl.concat([p.issues for p in pieces]),
-                   notes=first.notes, column_order=first.column_order)
 
 
 def read_head(source: bytes | Path, limit: int) -> bytes:
@@ -443,7 +429,7 @@ class _Reader:
 
     def read(self, source: bytes | Path) -> RawFeed:
         """The whole file as one RawFeed."""
-        return _joined(list(self.pieces(source)))
+        return joined(list(self.pieces(source)))
 
     def pieces(self, source: bytes | Path, chunk_records: int = UNCHUNKED) -> Iterator[RawFeed]:
         """The file in pieces of about `chunk_records` records (see `iter_xml`)."""
