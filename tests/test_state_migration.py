@@ -59,21 +59,8 @@ def test_version_1_database_is_migrated_and_keeps_its_state(tmp_path: Path, samp
     store = open_store(f"sqlite:///{path}")
     try:
         assert_frame_equal(store.export_lines(), sample.select(SNAPSHOT_COLUMNS))
-        history = store.load_history(pl.Series([EUR_ORDER]))
-        assert history.select("order-id", "order-item-id", "merchant-adjustment-item-id", "fingerprint", "feed",
-                              "record").rows() == [(EUR_ORDER, EUR_ITEM, "M-1", "PriceError|EUR|10.00", "old.txt", 1)]
-        effects = store.order_effects(EUR_ORDER)
-        assert effects.height == 1 and effects.item(0, "item_price_refunded") == "10.00"
-        assert effects.item(0, "feed") == "old.txt"
-        lines = store.load_lines(pl.Series([EUR_ORDER]), pl.Series([], dtype=pl.String))
-        changed = lines.with_columns(pl.lit(Decimal("20.00")).cast(pl.Decimal(38, 2)).alias("item-price-refunded"))
-        ledger = pl.DataFrame({"record": [1], "item-index": [1], "line": [2], "order-id": [EUR_ORDER],
-                               "order-item-id": [EUR_ITEM], "units-cancelled": [0],
-                               **{c: [Decimal("0.00")] for c in DELTA_COLUMNS}}).with_columns(
-            pl.lit(None, pl.String).alias("merchant-adjustment-item-id"), pl.lit("x").alias("fingerprint"))
-        store.commit_feed(FeedEntry(id=0, name="new.txt", claim="c-new", sha256="b", feed_type=None, outcome="applied",
-                                    records=1, successful=1, warnings=0, errors=0, report_stem="new", as_of="x",
-                                    committed_at="", seconds=0.1), changed, ledger, pl.DataFrame(), {})
+        assert_old_refund(store)
+        commit_new_refund(store)
         after = store.export_lines().filter(pl.col("order-id") == EUR_ORDER)
         assert after.get_column("item-price-refunded").to_list() == [Decimal("20.00")]
         assert store.order_effects(EUR_ORDER).get_column("feed").to_list() == ["old.txt", "new.txt"]
@@ -139,20 +126,8 @@ def test_version_2_database_is_migrated_and_keeps_its_state(tmp_path: Path, samp
     store = open_store(f"sqlite:///{path}")
     try:
         assert_frame_equal(store.export_lines(), expected)
-        history = store.load_history(pl.Series([EUR_ORDER]))
-        assert history.select("order-id", "order-item-id", "merchant-adjustment-item-id", "fingerprint", "feed",
-                              "record").rows() == [(EUR_ORDER, EUR_ITEM, "M-1", "PriceError|EUR|10.00", "old.txt", 1)]
-        effects = store.order_effects(EUR_ORDER)
-        assert effects.height == 1 and effects.item(0, "item_price_refunded") == "10.00"
-        lines = store.load_lines(pl.Series([EUR_ORDER]), pl.Series([], dtype=pl.String))
-        changed = lines.with_columns(pl.lit(Decimal("20.00")).cast(pl.Decimal(38, 2)).alias("item-price-refunded"))
-        ledger = pl.DataFrame({"record": [1], "item-index": [1], "line": [2], "order-id": [EUR_ORDER],
-                               "order-item-id": [EUR_ITEM], "units-cancelled": [0],
-                               **{c: [Decimal("0.00")] for c in DELTA_COLUMNS}}).with_columns(
-            pl.lit(None, pl.String).alias("merchant-adjustment-item-id"), pl.lit("x").alias("fingerprint"))
-        store.commit_feed(FeedEntry(id=0, name="new.txt", claim="c-new", sha256="b", feed_type=None, outcome="applied",
-                                    records=1, successful=1, warnings=0, errors=0, report_stem="new", as_of="x",
-                                    committed_at="", seconds=0.1), changed, ledger, pl.DataFrame(), {})
+        assert_old_refund(store)
+        commit_new_refund(store)
         assert_frame_equal(store.export_lines(), expected.with_columns(
             pl.when(pl.col("order-id") == EUR_ORDER).then(Decimal("20.00")).otherwise(pl.col("item-price-refunded"))
             .cast(sample.schema["item-price-refunded"]).alias("item-price-refunded")))
@@ -188,3 +163,26 @@ def test_a_damaged_version_2_chunk_is_refused_and_left_alone(tmp_path: Path, sam
         assert "order_line_state" not in {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     finally:
         db.close()
+
+
+def assert_old_refund(store) -> None:
+    """The migrated ledger still has the old feed's one refund, for step 11 and for `explain`."""
+    history = store.load_history(pl.Series([EUR_ORDER]))
+    assert history.select("order-id", "order-item-id", "merchant-adjustment-item-id", "fingerprint", "feed",
+                          "record").rows() == [(EUR_ORDER, EUR_ITEM, "M-1", "PriceError|EUR|10.00", "old.txt", 1)]
+    effects = store.order_effects(EUR_ORDER)
+    assert effects.height == 1 and effects.item(0, "item_price_refunded") == "10.00"
+    assert effects.item(0, "feed") == "old.txt"
+
+
+def commit_new_refund(store) -> None:
+    """Commit a feed new.txt that raises the EUR line's item-price-refunded to 20.00."""
+    lines = store.load_lines(pl.Series([EUR_ORDER]), pl.Series([], dtype=pl.String))
+    changed = lines.with_columns(pl.lit(Decimal("20.00")).cast(pl.Decimal(38, 2)).alias("item-price-refunded"))
+    ledger = pl.DataFrame({"record": [1], "item-index": [1], "line": [2], "order-id": [EUR_ORDER],
+                           "order-item-id": [EUR_ITEM], "units-cancelled": [0],
+                           **{c: [Decimal("0.00")] for c in DELTA_COLUMNS}}).with_columns(
+        pl.lit(None, pl.String).alias("merchant-adjustment-item-id"), pl.lit("x").alias("fingerprint"))
+    store.commit_feed(FeedEntry(id=0, name="new.txt", claim="c-new", sha256="b", feed_type=None, outcome="applied",
+                                records=1, successful=1, warnings=0, errors=0, report_stem="new", as_of="x",
+                                committed_at="", seconds=0.1), changed, ledger, pl.DataFrame(), {})
