@@ -38,10 +38,7 @@ def version_1_database(path: Path, sample: pl.DataFrame) -> None:
         *[pl.col(c).cast(pl.Int64) for c, t in sample.schema.items() if t == pl.Boolean])
     db.executemany(f"INSERT INTO order_lines ({', '.join(LINE_COLUMNS)}) VALUES ({', '.join('?' for _ in LINE_COLUMNS)})",
                    stored.select(SNAPSHOT_COLUMNS).rows())
-    db.execute("INSERT INTO feeds (id, name, claim, sha256, applied_sha256, feed_type, outcome, records, successful, "
-               "warnings, errors, report_stem, as_of, committed_at, seconds) VALUES "
-               "(1, 'old.txt', 'c-old', 'a', 'a', 'POST_FLAT_FILE_PAYMENT_ADJUSTMENT_DATA', 'applied', 1, 1, 0, 0, "
-               "'old', '2026-11-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00', 0.1)")
+    insert_old_feed(db)
     deltas = {c: "0.00" for c in DELTA_SQL} | {"item_price_refunded": "10.00"}
     db.execute(f"INSERT INTO effects (feed_id, record, item_index, line, order_id, order_item_id, units_cancelled, "
                f"{', '.join(DELTA_SQL)}, merchant_adjustment_item_id, fingerprint) "
@@ -68,8 +65,7 @@ def test_version_1_database_is_migrated_and_keeps_its_state(tmp_path: Path, samp
         store.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = current_tables(db)
         assert not {"order_lines_v1", "effects_v1"} & tables
     finally:
         db.close()
@@ -99,10 +95,7 @@ def version_2_database(path: Path, sample: pl.DataFrame) -> None:
     for (bucket,), part in lines.partition_by(chunks.BUCKET, as_dict=True, maintain_order=True,
                                               include_key=False).items():
         db.execute("INSERT INTO order_lines (bucket, lines, data) VALUES (?, ?, ?)", (bucket, part.height, _v2_chunk(part)))
-    db.execute("INSERT INTO feeds (id, name, claim, sha256, applied_sha256, feed_type, outcome, records, successful, "
-               "warnings, errors, report_stem, as_of, committed_at, seconds) VALUES "
-               "(1, 'old.txt', 'c-old', 'a', 'a', 'POST_FLAT_FILE_PAYMENT_ADJUSTMENT_DATA', 'applied', 1, 1, 0, 0, "
-               "'old', '2026-11-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00', 0.1)")
+    insert_old_feed(db)
     effect = pl.DataFrame({"record": [1], "item-index": [1], "line": [2], "order-id": [EUR_ORDER],
                            "order-item-id": [EUR_ITEM], "units-cancelled": [0],
                            **{c: [Decimal("10.00") if c == "item-price-refunded" else Decimal("0.00")]
@@ -136,8 +129,7 @@ def test_version_2_database_is_migrated_and_keeps_its_state(tmp_path: Path, samp
         store.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = current_tables(db)
         assert "order_lines_v2" not in tables
         fixed = db.execute("SELECT count(*), sum(lines) FROM order_lines").fetchone()
         state = db.execute("SELECT count(*), sum(lines) FROM order_line_state").fetchone()
@@ -186,3 +178,17 @@ def commit_new_refund(store) -> None:
     store.commit_feed(FeedEntry(id=0, name="new.txt", claim="c-new", sha256="b", feed_type=None, outcome="applied",
                                 records=1, successful=1, warnings=0, errors=0, report_stem="new", as_of="x",
                                 committed_at="", seconds=0.1), changed, ledger, pl.DataFrame(), {})
+
+
+def insert_old_feed(db: sqlite3.Connection) -> None:
+    """The registry row of the one feed (old.txt) an old database had applied."""
+    db.execute("INSERT INTO feeds (id, name, claim, sha256, applied_sha256, feed_type, outcome, records, successful, "
+               "warnings, errors, report_stem, as_of, committed_at, seconds) VALUES "
+               "(1, 'old.txt', 'c-old', 'a', 'a', 'POST_FLAT_FILE_PAYMENT_ADJUSTMENT_DATA', 'applied', 1, 1, 0, 0, "
+               "'old', '2026-11-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00', 0.1)")
+
+
+def current_tables(db: sqlite3.Connection) -> set[str]:
+    """The tables of a migrated database, after checking it says it is at the current schema version."""
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
