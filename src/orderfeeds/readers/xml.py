@@ -865,9 +865,8 @@ class _Reader:
             "seq", pl.lit(0, pl.Int32).alias("rank"), pl.lit("schema-violation").alias("error"), "message",
         ).cast(ISSUE_SCHEMA)
         issues = pl.concat([schema_issues, self._duplicates(frame)]).sort("seq", maintain_order=True)
-        identity = [c for c in record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item"))
-                    if c.meta.output_name() != "seq"]
-        frame = frame.select(pl.col("seq"), *identity, *[pl.col(f.name) for f in self.fields])
+        frame = frame.select(*record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item"), first=start),
+                             *[pl.col(f.name) for f in self.fields])
         return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
                        column_order=tuple(f.name for f in self.fields))
 
