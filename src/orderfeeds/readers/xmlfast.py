@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 
 import polars as pl
 from lxml import etree
@@ -50,36 +50,13 @@ TAG = attrgetter("tag")
 HIDDEN = ("_id", "_op", "_claim")  # MessageID, OperationType, PromotionClaimCode: checked, not reported
 
 
-def picker(positions: Sequence[int]) -> Callable[[Sequence], tuple]:
-    """A C-level getter of several positions that always returns a tuple."""
-    if not positions:
-        return lambda seq: ()
-    if len(positions) == 1:
-        only = positions[0]
-        return lambda seq: (seq[only],)
-    return itemgetter(*positions)
-
-
 class Shape:
-    """What every message with the same tags and child counts has in common."""
+    """Where a message's leaves and Amounts are among its elements in document order."""
 
-    def __init__(self, nodes: list[etree._Element], tags: tuple, lens: tuple[int, ...], item_tag: str):
-        self.usable = all(isinstance(tag, str) for tag in tags)
+    def __init__(self, tags: tuple, lens: tuple[int, ...]):
+        self.usable = all(isinstance(tag, str) for tag in tags)  # comments and PIs have no str tag
         self.leaf_positions = [i for i, n in enumerate(lens) if n == 0]
-        self.type_positions = [i for i, tag in enumerate(tags) if tag == "Type" and lens[i] == 0]
         self.amount_positions = [i for i, tag in enumerate(tags) if tag == "Amount"]
-        self.item_positions = [i for i, node in enumerate(nodes)
-                               if tags[i] == item_tag and node.getparent() is not None
-                               and node.getparent().getparent() is nodes[0]]
-        self.leaves = picker(self.leaf_positions)
-        # Elements with children (their text must be blank) and every element inside the message (their
-        # tails must be blank); the message's own tail belongs to the envelope.
-        self.inner = picker([i for i, n in enumerate(lens) if n])
-        self.inside = picker(range(1, len(nodes)))
-        self.types = picker(self.type_positions)
-        self.amounts = picker(self.amount_positions)
-        self.items = picker(self.item_positions)
-        self.plans: dict[tuple, Plan | None] = {}
 
 
 class Plan:
@@ -279,7 +256,7 @@ def sig_plan(plan_id: int, message: etree._Element, signature: str, feed_type: F
     nodes = list(message.iter())
     tags = tuple(map(TAG, nodes))
     lens = tuple(map(len, nodes))
-    shape = Shape(nodes, tags, lens, item_tag)
+    shape = Shape(tags, lens)
     if not shape.usable:
         return None
     plan = build_plan(plan_id, message, nodes, shape, feed_type, payload_tag, item_tag, order_tags, item_tags,
