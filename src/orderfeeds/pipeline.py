@@ -127,13 +127,6 @@ def rejected(name: str, data: bytes | Path, sha256: str, as_of: str, note: Note,
     return mark_source(fatal_result(name, sha256, as_of, feed_type, note), data)
 
 
-def _prepared(data: bytes | Path, sha256: str, name: str, options: ProcessOptions, raw: RawFeed,
-              valid: ValidRecords, timings: dict[str, float]) -> Prepared:
-    xml = raw.feed_type.is_xml
-    return Prepared(name, sha256, options.as_of, raw, valid, timings, xml,
-                    sniff_xml(feed_head(data)).merchant_identifier if xml else None)
-
-
 def rejected_by(exc: FeedError, data: bytes | Path, sha256: str, name: str, options: ProcessOptions) -> FeedResult:
     """The result of a feed whose reading raised `exc`: rejected whole, in its own kind of report."""
     head = feed_head(data)
@@ -148,6 +141,7 @@ def prepared_pieces(data: bytes | Path, sha256: str, name: str, options: Process
     """
     pieces = iter_feed(data, feed_type=options.feed_type, encoding=options.encoding,
                        max_bytes=options.max_bytes, chunk_records=options.chunk_records)
+    merchant_identifier: str | None = None
     while True:
         timings: dict[str, float] = {}
         clock = _Clock(timings)
@@ -157,7 +151,10 @@ def prepared_pieces(data: bytes | Path, sha256: str, name: str, options: Process
         clock.lap("read")
         valid = validate_records(raw)
         clock.lap("validate")
-        piece = _prepared(data, sha256, name, options, raw, valid, timings)
+        xml = raw.feed_type.is_xml
+        if xml and merchant_identifier is None:  # the file's head, read once for all its pieces
+            merchant_identifier = sniff_xml(feed_head(data)).merchant_identifier
+        piece = Prepared(name, sha256, options.as_of, raw, valid, timings, xml, merchant_identifier)
         # Dropped before the next piece is read: one piece's records are alive at a time.
         del raw, valid
         yield piece
