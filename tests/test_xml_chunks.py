@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -217,9 +218,22 @@ def test_a_broken_end_is_raised_from_the_iterator_after_some_pieces(tail: str, n
             pieces.append(piece)
     assert caught.value.name == name
     assert len(pieces) >= 5
+    assert not workers()  # the chunk that was being checked when the error came was let go
     with pytest.raises(FeedError) as whole:
         read_xml(data, None, LIMIT)
     assert (whole.value.name, str(whole.value)) == (caught.value.name, str(caught.value))
+
+
+def workers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("orderfeeds-xml")]
+
+
+def test_the_worker_thread_ends_when_the_caller_stops_early():
+    pieces = iter_xml(GENERATED["adjustments-2"], None, LIMIT, 1)
+    next(pieces), next(pieces)
+    assert workers()  # the next chunk is being checked meanwhile
+    pieces.close()
+    assert not workers()
 
 
 def test_up_front_checks_raise_before_any_piece(tmp_path: Path):

@@ -64,6 +64,7 @@ import re
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -190,6 +191,8 @@ MAX_EXPLANATIONS = 10
 CHUNK_MESSAGES = 8 * 1024
 # ... and at most about this much of the file, as a chunk is serialized and copied a few times.
 CHUNK_BYTES = 4 * 1024 * 1024
+# Fewer messages than this whose shape was new in their chunk are validated one by one, not in bulk.
+FEW_MESSAGES = 64
 
 _XML_SPACE = " \t\r\n"
 _SPACE_RUN = re.compile(rb"[ \t\r\n]*")
@@ -391,7 +394,7 @@ class _Reader:
         # Pieces: records to gather before one is handed out, records in `chunks`, records handed out
         # (the next piece's first seq), whether a piece is due, and the numbered MessageIDs of the
         # pieces handed out with the line of each one's first message (Int64 id, Int64 first-line).
-        self.chunk_records = UNCHUNKED
+        self.chunk_records = self.chunk_messages = UNCHUNKED
         self.pending = 0
         self.seq = 0
         self.due = False
@@ -421,7 +424,10 @@ class _Reader:
         self.order_tags: tuple[str, ...] = ()
         self.item_tags: tuple[str, ...] = ()
         self.root: etree._Element | None = None
-        self.kept: etree._Element | None = None
+        # The chunk whose bulk checks the worker thread is running (made on the first hand-out).
+        self.job: Future[xmlfast.Survey] | None = None
+        self.message_lines = array("q")  # of the messages not yet handed out
+        self.worker: ThreadPoolExecutor | None = None
         self.stream: BinaryIO | None = None
         self.flushed_bytes = 0
 
@@ -434,6 +440,7 @@ class _Reader:
     def pieces(self, source: bytes | Path, chunk_records: int = UNCHUNKED) -> Iterator[RawFeed]:
         """The file in pieces of about `chunk_records` records (see `iter_xml`)."""
         self.chunk_records = chunk_records
+        self.chunk_messages = min(CHUNK_MESSAGES, chunk_records)
         if isinstance(source, Path):
             with open(source, "rb") as stream:
                 yield from self._read(stream)
@@ -446,28 +453,39 @@ class _Reader:
         # content is kept): the XSD ignores it in element-only content, and the chunk serializes smaller.
         events = etree.iterparse(stream, events=("end",), tag=("Message", ROOT_TAG), remove_blank_text=True,
                                  **PARSER_OPTIONS)
-        root = None
         try:
-            for _, elem in events:
-                if elem.tag == "Message":
-                    parent = elem.getparent()
-                    if root is None:
-                        if parent is None or parent.getparent() is not None:
-                            continue  # a Message nested deeper is part of its message (and its XSD error)
-                        root = parent
-                        self._first_message(elem, root)
-                    elif parent is not root:
-                        continue
-                    else:
-                        self._next_message(elem, root)
-                elif elem.getparent() is None:
-                    self._finish(elem)
-                if self.due:
-                    yield self._piece()
+            yield from self._events(events)
         except etree.XMLSyntaxError as exc:
             raise _malformed(exc, events.error_log) from None
+        finally:
+            if self.worker is not None:
+                # An unfinished file (an error, or the caller stopped early) leaves at most one job behind.
+                self.worker.shutdown(wait=True, cancel_futures=True)
+                self.worker = None
+
+    def _events(self, events: etree.iterparse) -> Iterator[RawFeed]:
+        root = None
+        for _, elem in events:
+            if elem.tag == "Message":
+                parent = elem.getparent()
+                if root is None:
+                    if parent is None or parent.getparent() is not None:
+                        continue  # a Message nested deeper is part of its message (and its XSD error)
+                    root = parent
+                    self._first_message(elem, root)
+                elif parent is not root:
+                    continue
+                else:
+                    self._next_message(elem, root)
+            elif elem.getparent() is None:
+                self._finish(elem)
+            if self.due:
+                yield self._piece()
         assert self.feed_type is not None  # _finish raised otherwise
         self._flush()
+        if self.due:
+            yield self._piece()
+        self._drain()
         if self.chunks:  # none only when the last chunk closed a piece: every message has a record
             yield self._piece()
 
@@ -479,7 +497,12 @@ class _Reader:
         self._done(elem, root, len(before))
 
     def _next_message(self, elem: etree._Element, root: etree._Element) -> None:
-        # Normally exactly one element precedes since the last message: that message itself.
+        # Normally exactly one element precedes since the last message: that message itself, with no tail
+        # (blank tails are not kept).
+        previous = elem.getprevious()
+        if previous is self.last and previous.tail is None:
+            self._done(elem, root, 0)
+            return
         for other in elem.itersiblings(preceding=True):
             if other.tag != "Message":
                 raise _envelope_break(other, "is not part of the envelope; only Message elements may follow the "
@@ -494,13 +517,15 @@ class _Reader:
     def _done(self, elem: etree._Element, root: etree._Element, before: int) -> None:
         self.messages += 1
         self.last = elem
-        if not self.fast:
+        if self.fast:
+            self.message_lines.append(elem.sourceline)
+        else:
             self._records(elem, self.messages)
             # Its tail may still be growing in the parser, so it is kept.
             elem.clear(keep_tail=True)
         if before:
             del root[:before]  # the envelope's Header and MessageType, checked already
-        if self.messages - self.flushed_messages >= min(CHUNK_MESSAGES, self.chunk_records) or (
+        if self.messages - self.flushed_messages >= self.chunk_messages or (
                 not self.messages % 32 and self.fast and self.stream is not None
                 and self.stream.tell() - self.flushed_bytes >= CHUNK_BYTES):
             self._flush()
@@ -699,91 +724,114 @@ class _Reader:
 
     # -- the frame ---------------------------------------------------------------
 
-    def _bulk(self, root: etree._Element, first: int, count: int) -> pl.DataFrame | None:
-        """The chunk's messages (the first `count` children of the root): the fast path in bulk, the rest one by one."""
-        # The messages are looked up by position when needed: a list of them all would be thousands of
-        # element proxies for the cyclic GC to walk.
+    def _hand_out(self, root: etree._Element, first: int, count: int) -> None:
+        """Serialize the chunk's messages (the first `count` children of the root) and give their bulk checks
+        to the worker thread, which runs them while the parser reads the next chunk."""
+        batch = self.batch
+        assert batch is not None
+        serialized = etree.tostring(root, encoding="unicode")
+        # The elements are read here, on the parser's thread, never by the worker; each proxy is dropped at once.
+        item_lines = pl.Series([item.sourceline for item in root.iter(self.item_tag)], dtype=pl.Int64)
+        message_lines = pl.Series(self.message_lines, dtype=pl.Int64)
+        self.message_lines = array("q")
+        arguments = (serialized, count, first, self.item_tag, message_lines, item_lines, batch.lookup(),
+                     batch.plan_table())
+        if self.worker is None:
+            self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderfeeds-xml")
+        self.job = self.worker.submit(batch.survey, *arguments)
+
+    def _settle(self, survey: xmlfast.Survey, root: etree._Element) -> pl.DataFrame | None:
+        """The records of a surveyed chunk, whose messages are the first children of the root: new signatures
+        get a plan (once the XSD accepts a message of theirs) and are checked in bulk too; every message
+        that has no plan or fails a check is validated with the XSD on its own."""
         batch, schema = self.batch, self.schema
         assert batch is not None and schema is not None and self.feed_type is not None
-        assert len(root) >= count and root[count - 1] is self.last
-        parts = xmlfast.pieces(xmlfast.prepare(etree.tostring(root, encoding="unicode")), count)
-        if parts is None:  # the serialization cannot be cut into these messages: each on its own
+        first, count = survey.first, survey.count
+        unplanned = survey.unplanned
+        if unplanned is None:  # the serialization could not be cut into these messages: each on its own
             for index, message in enumerate(root[:count]):
                 self._records(message, first + index)
             return None
-        table = xmlfast.table(parts)
-        plan_of: dict[str, int] = {}
-        signatures = batch.signatures
-        candidates = table.select("sig", pl.int_range(pl.len()).alias("row")).drop_nulls("sig").group_by("sig")
-        for signature, rows in candidates.agg(pl.col("row").head(3)).iter_rows():
-            plan = signatures.get(signature)
-            if plan is None and signature not in signatures:
-                # A shape is taken on trust only once the XSD has accepted a message of it.
-                for row in rows:
-                    if schema.validate(root[row]):
-                        plan = xmlfast.sig_plan(batch.plans, root[row], signature, self.feed_type,
-                                                self.payload_tag, self.item_tag, self.order_tags, self.item_tags,
-                                                PROMOTION_COMPONENTS)
-                        signatures[signature] = plan
-                        if plan is not None:
-                            batch.plans += 1
-                            batch.add_plan(plan)
-                        break
-            if plan is not None:
-                plan_of[signature] = plan.id
-        # Every Message and item in document order as 2 * line (+ 1 for a Message), each proxy dropped at
-        # once; where each message starts among them, the nodes up to the next start are its items.
-        item_tag = self.item_tag
-        nodes = pl.Series([2 * node.sourceline + (node.tag != item_tag) for node in root.iter("Message", item_tag)],
-                          dtype=pl.Int64)
-        lines = nodes // 2
-        starts = (nodes % 2 == 1).arg_true().cast(pl.Int64)
-        ends = starts.slice(1, count).extend_constant(len(nodes), count - min(count, len(starts) - 1))
-        starts = starts.head(count)
-        chunk = pl.DataFrame({
-            "_msg": pl.int_range(first, first + count, dtype=pl.Int64, eager=True),
-            "plan": table.get_column("sig").replace_strict(list(plan_of), list(plan_of.values()), default=None,
-                                                           return_dtype=pl.Int64),
-            "vals": table.get_column("vals"),
-            "_mline": lines.gather(starts),
-            "_offset": starts + 1,
-            "_n": ends - starts - 1,
-        })
-        planned = chunk.filter(pl.col("plan").is_not_null())
-        fast, failed = batch.frame(planned, lines) if planned.height else (None, [])
-        slow = chunk.filter(pl.col("plan").is_null()).get_column("_msg").to_list()
-        for ordinal in sorted(slow + failed):
+        assert survey.lines is not None
+        parts = [survey.fast] if survey.fast is not None else []
+        failed = list(survey.failed)
+        slow = unplanned
+        if unplanned.height:
+            plan_of: dict[str, int] = {}
+            signatures = batch.signatures
+            candidates = unplanned.select("sig", (pl.col("_msg") - first).alias("row")).drop_nulls("sig")
+            for signature, rows in candidates.group_by("sig").agg(pl.col("row").head(3)).iter_rows():
+                plan = signatures.get(signature)
+                if plan is None and signature not in signatures:
+                    # A shape is taken on trust only once the XSD has accepted a message of it.
+                    for row in rows:
+                        if schema.validate(root[row]):
+                            plan = xmlfast.sig_plan(batch.plans, root[row], signature, self.feed_type,
+                                                    self.payload_tag, self.item_tag, self.order_tags,
+                                                    self.item_tags, PROMOTION_COMPONENTS)
+                            signatures[signature] = plan
+                            if plan is not None:
+                                batch.add_plan(signature, plan)
+                            break
+                if plan is not None:
+                    plan_of[signature] = plan.id
+            if plan_of:
+                planned = unplanned.with_columns(
+                    pl.col("sig").replace_strict(list(plan_of), list(plan_of.values()), default=None,
+                                                 return_dtype=pl.Int64).alias("plan"))
+                bulk = planned.filter(pl.col("plan").is_not_null())
+                # A few messages cost less on the per-message path than a bulk check.
+                if bulk.height >= FEW_MESSAGES:
+                    slow = planned.filter(pl.col("plan").is_null())
+                    fast, more = batch.frame(bulk, survey.lines, batch.plan_table())
+                    parts.append(fast)
+                    failed += more
+        for ordinal in sorted(slow.get_column("_msg").to_list() + failed):
             self._records(root[ordinal - first], ordinal)
-        return fast
+        return pl.concat(parts) if parts else None
 
     def _flush(self) -> None:
-        """Close a chunk: check the fast-path messages in bulk, send those that fail to the XSD, and
-        turn the chunk's records into one frame in file order."""
+        """Close a chunk: settle the chunk before it (whose bulk checks ran meanwhile), hand this one's
+        out, and turn the settled records into one frame in file order."""
         first, count = self.flushed_messages + 1, self.messages - self.flushed_messages
         self.flushed_messages = self.messages
         if self.stream is not None and not self.stream.closed:
             self.flushed_bytes = self.stream.tell()
-        parts = []
         root = self.root
-        if self.fast and root is not None and count:
-            kept = self.kept
-            if kept is not None and kept.getparent() is root:
-                del root[:root.index(kept) + 1]  # the last message of the chunk before, its tail now complete
-            fast = self._bulk(root, first, count)
-            if fast is not None:
-                parts.append(fast)
-            self.kept = self.last
-        if root is not None and self.last is not None and self.last.getparent() is root:
-            # Memory stays flat: the chunk's messages are done. The last one stays, as its tail may
+        parts = []
+        if self.fast and root is not None:
+            # The chunk before goes first: its messages are the first children of the root.
+            parts = self._settled(root)
+            if count:
+                self._hand_out(root, first, count)
+        elif root is not None and self.last is not None and self.last.getparent() is root:
+            # The per-message path is done with the chunk's messages; the last one stays, as its tail may
             # still be growing in the parser.
             del root[:root.index(self.last)]
+        self._close(parts)
+
+    def _drain(self) -> None:
+        """At the end of the file: settle the chunk still out."""
+        if self.root is not None:
+            self._close(self._settled(self.root))
+
+    def _settled(self, root: etree._Element) -> list[pl.DataFrame]:
+        """The bulk records of the chunk handed out last, if any, once settled; its messages are let go."""
+        if self.job is None:
+            return []
+        survey = self.job.result()
+        self.job = None
+        fast = self._settle(survey, root)
+        # Memory stays flat: the chunk's messages are done. While the parser runs, the next chunk's messages
+        # follow them, so none of them is the last, whose tail may still grow.
+        del root[:survey.count]
+        return [fast] if fast is not None else []
+
+    def _close(self, parts: list[pl.DataFrame]) -> None:
+        """The records settled (bulk `parts` and the per-message rows) as the next chunk frame."""
         n = len(self.rows)
         if n:
-            values: dict[str, pl.Series] = {}
-            for field, column in zip(self.fields, zip(*self.rows, strict=True), strict=True):
-                # Most columns of most chunks are empty; an all-null column needs no string buffers.
-                values[field.name] = (pl.repeat(None, n, dtype=pl.String, eager=True) if column.count(None) == n
-                                      else pl.Series(field.name, column, dtype=pl.String))
+            values = pl.DataFrame(self.rows, schema={f.name: pl.String for f in self.fields}, orient="row")
             ordinals, items, records, numbered, lines, message_lines = self.keys
             parts.append(pl.DataFrame({
                 "_msg": pl.Series(ordinals, dtype=pl.Int64),
@@ -792,8 +840,7 @@ class _Reader:
                 "_numbered": pl.Series(numbered, dtype=pl.Int8).cast(pl.Boolean),
                 "_line": pl.Series(lines, dtype=pl.Int64),
                 "_mline": pl.Series(message_lines, dtype=pl.Int64),
-                **values,
-            }))
+            }).hstack(values))
             self.rows, self.keys = [], _key_arrays()
         if parts:
             chunk = pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item")
@@ -804,7 +851,8 @@ class _Reader:
     def _duplicates(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`duplicate-message-id` for every record of every message whose MessageID an earlier one has, in
         this piece or an earlier one; the piece's new MessageIDs are remembered for the pieces after it."""
-        messages = frame.filter(pl.col("_item") == 1).select(
+        # The few columns needed are picked before filtering, which would copy every column of every chunk.
+        messages = frame.select("_item", "_numbered", "_record", "_mline", "seq").filter(pl.col("_item") == 1).select(
             pl.when(pl.col("_numbered")).then(pl.col("_record")).otherwise(-1).alias("id"),
             pl.col("_mline").alias("line"), pl.col("seq").cast(pl.Int64),
         )

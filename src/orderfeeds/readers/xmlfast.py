@@ -29,8 +29,8 @@ say), the whole chunk takes the per-message path.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from operator import attrgetter
@@ -193,59 +193,55 @@ def _two_decimals(v: pl.Expr) -> pl.Expr:
 # ----------------------------------------------------------------------------- a chunk in bulk
 
 MARK = "\x1f"  # stands for a text value in a signature; cannot occur in XML text
-_SPLIT = re.compile(r"<Message(?=[ \t\r\n/>])")
+CUT = "\x02"  # marks where a Message starts; cannot occur in XML either
+# A Message's start tag (`<MessageID` is not one).
+_MESSAGE_START = r"<Message([ \t\r\n/>])"
 # Long blanks between tags (the parser keeps a long run) would be copied with every copy of a chunk;
 # element-only content ignores them, so they are squeezed out first.
 LONG_BLANK = " " * 64
-_BLANKS = re.compile(r">[ \t\r\n]+<")
+_BLANKS = r">[ \t\r\n]+<"
 _TEXT = r">[^<]*[^< \t\r\n][^<]*<"  # a text that is more than whitespace, with the tag ends around it
+_ENVELOPE_END = "</AmazonEnvelope>"
 
 
-def pieces(serialized: str, count: int) -> list[str] | None:
-    """The serializations of the first `count` Messages of a serialized envelope; None if they cannot be told apart.
+def table(serialized: str, count: int, item_tag: str) -> pl.DataFrame | None:
+    """Per message of the first `count` Messages of a serialized envelope: its signature (None if it must go
+    to the XSD), its text values in document order and how many `item_tag` elements it holds (at any
+    depth); None if the serialization cannot be cut into them.
 
-    Each piece runs from just after `<Message` to the next Message's start. A Message nested in
-    another (or any split that is not one per top-level message) leaves a piece that does not end
-    with `</Message>` and blanks: the parser drops comments and PIs, and text cannot hold `<`.
-    """
-    parts = _SPLIT.split(serialized, count + 1)
-    if len(parts) <= count:
-        return None
-    parts = parts[1:count + 1]
-    last = parts[-1].rstrip(WS)
-    if last.endswith("</AmazonEnvelope>"):
-        parts[-1] = last[:-len("</AmazonEnvelope>")]
-    if not all(part.rstrip(WS).endswith("</Message>") for part in parts):
-        return None
-    return parts
+    The serialization is cut just after each `<Message`; a Message nested in another (or any cut that is
+    not one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
+    comments and PIs, and text cannot hold `<`. Each piece is then prepared: a Type's text moves into its
+    start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
+    for texts finds the values and leaves the Types.
 
-
-def prepare(serialized: str) -> str:
-    """The serialization with each Type's text moved into its start tag and each Amount's currency (or its
-    absence) made a text of its own, so that the one regex for texts finds the values and leaves the Types."""
-    if LONG_BLANK in serialized:
-        serialized = _BLANKS.sub("><", serialized)
-    return (serialized.replace("<Amount>", '<Amount currency="' + ABSENT + '">')
-            .replace("<Type>", "<Type ")
-            .replace('<Amount currency="', "<Amount currency=>")
-            .replace('">', '"><:>'))
-
-
-def table(parts: list[str]) -> pl.DataFrame:
-    """Per prepared message: its signature (None if it must go to the XSD) and its text values in document order.
-
-    The signature is the serialization with every text that is more than whitespace replaced by
-    MARK; a Type's text stays (it decides the columns), and an Amount's currency (or its absence) is
-    a value, so it does not split shapes. Blanks stay as they are (the parser drops most of them), so
-    a signature fixes every element, every blank and every place a value sits.
+    The signature is the piece with every text that is more than whitespace replaced by MARK; a Type's
+    text stays (it decides the columns), and an Amount's currency (or its absence) is a value, so it does
+    not split shapes. Blanks stay as they are (the parser drops most of them), so a signature fixes every
+    element, every blank and every place a value sits. All of it runs in polars, which lets go of the GIL:
+    the reader's worker thread does this while the parser reads on.
     """
     raw = pl.col("raw")
+    squeezed = pl.when(raw.str.contains(LONG_BLANK, literal=True)).then(raw.str.replace_all(_BLANKS, "><")).otherwise(raw)
+    parts = pl.DataFrame({"raw": pl.Series([serialized], dtype=pl.String)}).lazy().select(
+        squeezed.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT).alias("raw"),
+    ).explode("raw").slice(1, count).select(
+        raw.str.strip_chars_end(WS).str.strip_suffix(_ENVELOPE_END)
+        .str.replace_all("<Amount>", '<Amount currency="' + ABSENT + '">', literal=True)
+        .str.replace_all("<Type>", "<Type ", literal=True)
+        .str.replace_all('<Amount currency="', "<Amount currency=>", literal=True)
+        .str.replace_all('">', '"><:>', literal=True)
+    ).collect()
+    if parts.height != count or not parts.get_column("raw").str.ends_with("</Message>").all():
+        return None
     # An escaped character would need unescaping, and only an Amount's currency may be an attribute
     # (prepared, it no longer reads `="`).
     usable = raw.str.starts_with(">") & ~raw.str.contains(r'&|="')
-    return pl.DataFrame({"raw": pl.Series(parts, dtype=pl.String)}).lazy().select(
+    return parts.lazy().select(
         pl.when(usable).then(raw.str.replace_all(_TEXT, ">" + MARK + "<")).alias("sig"),
         raw.str.extract_all(_TEXT).alias("vals"),
+        # The serializer writes a start tag as `<Tag>`, `<Tag/>` or `<Tag attribute...`.
+        raw.str.count_matches(f"<{item_tag}[ />]").cast(pl.Int64).alias("_n"),
     ).collect()
 
 
@@ -289,6 +285,20 @@ def sig_plan(plan_id: int, message: etree._Element, signature: str, feed_type: F
     return Plan(plan_id, rows)
 
 
+@dataclass
+class Survey:
+    """What the bulk checks made of one chunk: `unplanned` (None if the chunk could not be cut into its
+    messages, then every message goes to the XSD) holds the messages whose signature had no plan (columns
+    as `frame` takes them, with `sig`), `fast` the records that passed, `failed` the ordinals that did not."""
+
+    first: int
+    count: int
+    unplanned: pl.DataFrame | None
+    fast: pl.DataFrame | None
+    failed: list[int]
+    lines: pl.Series | None
+
+
 class Batch:
     """The plans of the fast path, and the bulk check of a chunk's messages that have one."""
 
@@ -301,9 +311,18 @@ class Batch:
         self.plan_frame: pl.DataFrame | None = None
         self.plans = 0
         self.signatures: dict[str, Plan | None] = {}
-        self.expressions: tuple[list[pl.Expr], pl.Expr, list[pl.Expr]] | None = None
+        self.expressions = self._expressions()
+        # Signatures that have a plan, and its id; as Series for the worker thread's lookup, rebuilt (never
+        # changed in place, the worker may be reading them) after plans were added.
+        self.known_signatures: list[str] = []
+        self.known_ids: list[int] = []
+        self.known: tuple[pl.Series, pl.Series] | None = None
 
-    def add_plan(self, plan: Plan) -> None:
+    def add_plan(self, signature: str, plan: Plan) -> None:
+        self.plans += 1
+        self.known_signatures.append(signature)
+        self.known_ids.append(plan.id)
+        self.known = None
         rows = self.plan_rows
         items = sum(has_item for _, _, has_item in plan.rows)
         for index, (row, currencies, has_item) in enumerate(plan.rows):
@@ -315,10 +334,11 @@ class Batch:
             for column in self.value_columns:
                 rows[f"p:{column}"].append(row.get(column))
 
-    def _plans(self) -> pl.DataFrame:
+    def plan_table(self) -> pl.DataFrame:
+        """A row per record of every plan (where its values are); a new frame whenever plans were added."""
         rows = self.plan_rows
-        if rows["plan"]:
-            # Only the plans added since the last chunk are built; the rest are kept as a frame.
+        if rows["plan"] or self.plan_frame is None:
+            # Only the plans added since the last call are built; the rest are kept as a frame.
             added = pl.DataFrame({
                 "plan": pl.Series(rows["plan"], dtype=pl.Int64),
                 "_item": pl.Series(rows["_item"], dtype=pl.Int32),
@@ -330,7 +350,6 @@ class Batch:
             self.plan_frame = added if self.plan_frame is None else pl.concat([self.plan_frame, added])
             for column in rows.values():
                 column.clear()
-        assert self.plan_frame is not None
         return self.plan_frame
 
     def _expressions(self) -> tuple[list[pl.Expr], pl.Expr, list[pl.Expr]]:
@@ -357,13 +376,45 @@ class Batch:
         checks.append(pl.col("_n") == pl.col("_items"))
         return cut, pl.all_horizontal(checks), shown
 
-    def frame(self, chunk: pl.DataFrame, lines: pl.Series) -> tuple[pl.DataFrame, list[int]]:
+    def lookup(self) -> tuple[pl.Series, pl.Series]:
+        """The signatures that have a plan and the plans' ids, as the worker thread is handed them."""
+        if self.known is None:
+            self.known = (pl.Series(self.known_signatures, dtype=pl.String), pl.Series(self.known_ids, dtype=pl.Int64))
+        return self.known
+
+    def survey(self, serialized: str, count: int, first: int, item_tag: str, message_lines: pl.Series,
+               item_lines: pl.Series, known: tuple[pl.Series, pl.Series], plans: pl.DataFrame) -> Survey:
+        """One chunk's messages (ordinals `first`...) judged in bulk with the plans known when it was handed out.
+
+        Runs on the reader's worker thread: it touches no element, only the chunk's serialization, the
+        lines of its messages and of every `item_tag` element in document order (those of messages after
+        the chunk may follow).
+        """
+        table_ = table(serialized, count, item_tag)
+        if table_ is None:
+            return Survey(first, count, None, None, [], None)
+        items = table_.get_column("_n")
+        signatures, ids = known
+        chunk = pl.DataFrame({
+            "_msg": pl.int_range(first, first + count, dtype=pl.Int64, eager=True),
+            "sig": table_.get_column("sig"),
+            "plan": table_.get_column("sig").replace_strict(signatures, ids, default=None, return_dtype=pl.Int64),
+            "vals": table_.get_column("vals"),
+            "_mline": message_lines,
+            "_offset": items.cum_sum() - items,
+            "_n": items,
+        })
+        planned = chunk.filter(pl.col("plan").is_not_null())
+        fast, failed = self.frame(planned, item_lines, plans) if planned.height else (None, [])
+        return Survey(first, count, chunk.filter(pl.col("plan").is_null()), fast, failed, item_lines)
+
+    def frame(self, chunk: pl.DataFrame, lines: pl.Series, plans: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
         """The records of the chunk's messages (columns _msg, plan, vals, _mline, _offset, _n) that pass every
-        check, and the ordinals of those that do not. `_offset` + item index - 1 is a record's place in `lines`."""
-        if self.expressions is None:
-            self.expressions = self._expressions()
+        check, and the ordinals of those that do not. `_offset` + item index - 1 is an item's place in `lines`
+        (the lines of the chunk's items); a record without an item is on its message's line.
+        `plans` is what `plans()` gave: the worker thread is handed it, as only the reader's thread adds plans."""
         cut, ok, shown = self.expressions
-        records = chunk.join(self._plans(), on="plan", how="inner").with_columns(*cut)
+        records = chunk.join(plans, on="plan", how="inner").with_columns(*cut)
         bad = records.filter(~ok).get_column("_msg").unique()
         failed = bad.sort().to_list()
         passed = records.filter(~pl.col("_msg").is_in(bad.implode())) if len(bad) else records
@@ -372,10 +423,9 @@ class Batch:
             pl.col("v:_id").cast(pl.Int64).alias("_record"),
             pl.lit(True).alias("_numbered"),
             # A record without an item is on its message's line, just before its items' would be.
-            pl.when("_has").then(pl.col("_offset") + pl.col("_item") - 1).otherwise(pl.col("_offset") - 1)
-            .alias("_line"),
+            pl.when("_has").then(pl.col("_offset") + pl.col("_item") - 1).alias("_line"),
             "_mline",
             *shown,
         )
-        out = out.with_columns(lines.gather(out.get_column("_line")).alias("_line"))
+        out = out.with_columns(pl.coalesce(pl.lit(lines.gather(out.get_column("_line"))), "_mline").alias("_line"))
         return out, failed
