@@ -71,6 +71,13 @@ def test_odd_layouts_give_what_the_xsd_gives():
     assert reader.batch is not None and reader.batch.plans == 1  # the blanks between tags do not split shapes
 
 
+@pytest.mark.parametrize("declared", ['<AdjustedItem xmlns="urn:x">', '<OrderAdjustment xmlns="urn:x">'])
+def test_items_in_a_namespace_leave_the_lines_of_the_others_alone(declared: str):
+    # An item in a default namespace is no AdjustedItem to the tree, though it is written like one.
+    odd = message(11).replace(declared.split(" ")[0] + ">", declared, 1)
+    assert_same(envelope(*ODD[:5], odd, *ODD[5:], *ODD))
+
+
 def test_a_nested_message_sends_its_chunk_to_the_xsd():
     nested = message(11).replace("<Message>\n  <MessageID>", "<Message>\n  <Message><MessageID>1</MessageID></Message>"
                                  "<MessageID>")

@@ -67,6 +67,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -760,21 +761,26 @@ class _Reader:
             plan_of: dict[str, int] = {}
             signatures = batch.signatures
             candidates = unplanned.select("sig", (pl.col("_msg") - first).alias("row")).drop_nulls("sig")
+            new: list[tuple[str, list[int]]] = []
             for signature, rows in candidates.group_by("sig").agg(pl.col("row").head(3)).iter_rows():
-                plan = signatures.get(signature)
-                if plan is None and signature not in signatures:
-                    # A shape is taken on trust only once the XSD has accepted a message of it.
-                    for row in rows:
-                        if schema.validate(root[row]):
-                            plan = xmlfast.sig_plan(batch.plans, root[row], signature, self.feed_type,
-                                                    self.payload_tag, self.item_tag, self.order_tags,
-                                                    self.item_tags, PROMOTION_COMPONENTS)
-                            signatures[signature] = plan
-                            if plan is not None:
-                                batch.add_plan(signature, plan)
-                            break
-                if plan is not None:
-                    plan_of[signature] = plan.id
+                if signature not in signatures:
+                    new.append((signature, rows))
+                elif (known := signatures[signature]) is not None:  # a plan made after the chunk was handed out
+                    plan_of[signature] = known.id
+            needed = sorted({row for _, rows in new for row in rows})
+            element = dict(zip(needed, _children(root, needed), strict=True))
+            for signature, rows in new:
+                # A shape is taken on trust only once the XSD has accepted a message of it.
+                for row in rows:
+                    if schema.validate(element[row]):
+                        plan = xmlfast.sig_plan(batch.plans, element[row], signature, self.feed_type,
+                                                self.payload_tag, self.item_tag, self.order_tags, self.item_tags,
+                                                PROMOTION_COMPONENTS)
+                        signatures[signature] = plan
+                        if plan is not None:
+                            batch.add_plan(signature, plan)
+                            plan_of[signature] = plan.id
+                        break
             if plan_of:
                 planned = unplanned.with_columns(
                     pl.col("sig").replace_strict(list(plan_of), list(plan_of.values()), default=None,
@@ -786,8 +792,9 @@ class _Reader:
                     fast, more = batch.frame(bulk, survey.lines, batch.plan_table())
                     parts.append(fast)
                     failed += more
-        for ordinal in sorted(slow.get_column("_msg").to_list() + failed):
-            self._records(root[ordinal - first], ordinal)
+        wanted = sorted(slow.get_column("_msg").to_list() + failed)
+        for ordinal, message in zip(wanted, _children(root, [ordinal - first for ordinal in wanted]), strict=True):
+            self._records(message, ordinal)
         return pl.concat(parts) if parts else None
 
     def _flush(self) -> None:
@@ -917,6 +924,15 @@ class _Reader:
                              *[pl.col(f.name) for f in self.fields])
         return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
                        column_order=tuple(f.name for f in self.fields))
+
+
+def _children(root: etree._Element, offsets: list[int]) -> Iterator[etree._Element]:
+    """The root's children at these increasing offsets, in one walk (root[i] walks from the first child each time)."""
+    children = root.iterchildren()
+    at = -1
+    for offset in offsets:
+        yield next(islice(children, offset - at - 1, None))
+        at = offset
 
 
 def _key_arrays() -> tuple[array, array, array, array, array, array]:

@@ -211,7 +211,8 @@ def table(serialized: str, count: int, item_tag: str) -> pl.DataFrame | None:
 
     The serialization is cut just after each `<Message`; a Message nested in another (or any cut that is
     not one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
-    comments and PIs, and text cannot hold `<`. Each piece is then prepared: a Type's text moves into its
+    comments and PIs, and text cannot hold `<`. A chunk that declares a default namespace inside a
+    message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
     start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
     for texts finds the values and leaves the Types.
 
@@ -232,7 +233,11 @@ def table(serialized: str, count: int, item_tag: str) -> pl.DataFrame | None:
         .str.replace_all('<Amount currency="', "<Amount currency=>", literal=True)
         .str.replace_all('">', '"><:>', literal=True)
     ).collect()
-    if parts.height != count or not parts.get_column("raw").str.ends_with("</Message>").all():
+    cut = parts.get_column("raw")
+    # Items are counted where they are written, and a default namespace declared inside a message would make
+    # an element written `<AdjustedItem>` one the parser does not call AdjustedItem: then the counts would
+    # not match the lines the parser's thread read for the items, so such a chunk is not cut either.
+    if parts.height != count or not cut.str.ends_with("</Message>").all() or cut.str.contains("xmlns=", literal=True).any():
         return None
     # An escaped character would need unescaping, and only an Amount's currency may be an attribute
     # (prepared, it no longer reads `="`).
