@@ -24,10 +24,14 @@ How a file is read, in order:
    path (xmlfast: its leaf values are gathered and checked in bulk per chunk); any other
    message, and any fast-path message that fails a bulk check, is validated with the XSD
    on its own and its records are cut out one by one. Both give the same records.
-5. Messages are handled in chunks of CHUNK_MESSAGES (or CHUNK_BYTES of the file): a
-   chunk's messages stay in the tree until the chunk is checked, then they are deleted, so
-   the tree never grows with the file. Blank text between elements is not kept at all. Each chunk
-   becomes a frame in file order.
+5. Messages are handled in chunks of CHUNK_MESSAGES (or CHUNK_BYTES of the file). When a chunk
+   closes, the parser's thread serializes it and reads its lines, and one worker thread cuts it
+   and checks it in bulk (polars, which lets go of the GIL) while the parser reads the next
+   chunk; at the next close the parser's thread settles it (new shapes get their plan, what
+   failed goes to the XSD). So a chunk's messages stay in the tree until the chunk after them
+   closes, then they are deleted, and the tree never grows with the file. Only the worker
+   reads the chunk's text and only the parser's thread touches elements. Blank text between
+   elements is not kept at all. Each chunk becomes a frame in file order.
 6. `iter_xml` hands the records out in pieces: once a piece's worth of records (`chunk_records`) has
    gathered, the chunks so far become one frame (concatenated, not rechunked), its schema
    violations get their `seq` and repeated MessageIDs are found in one vectorised pass; the reader

@@ -25,6 +25,11 @@ XSD after all (the per-message path of `xml.py`), which gives the explanation th
 shows, so the report is exactly what validating every message would give. If the
 serialization cannot be cut into exactly the chunk's messages (a Message nested in another,
 say), the whole chunk takes the per-message path.
+
+`Batch.survey` (cutting, signatures, and the bulk checks of the messages whose signature already
+has a plan) runs on the reader's worker thread and reads only the chunk's text and lines; plans
+are made, and failures sent to the XSD, on the parser's thread (`xml.py`), which hands the worker
+each plan table as a new frame.
 """
 
 from __future__ import annotations
@@ -417,7 +422,7 @@ class Batch:
         """The records of the chunk's messages (columns _msg, plan, vals, _mline, _offset, _n) that pass every
         check, and the ordinals of those that do not. `_offset` + item index - 1 is an item's place in `lines`
         (the lines of the chunk's items); a record without an item is on its message's line.
-        `plans` is what `plans()` gave: the worker thread is handed it, as only the reader's thread adds plans."""
+        `plans` is what `plan_table()` gave: the worker thread is handed it, as only the reader's thread adds plans."""
         cut, ok, shown = self.expressions
         records = chunk.join(plans, on="plan", how="inner").with_columns(*cut)
         bad = records.filter(~ok).get_column("_msg").unique()
@@ -427,7 +432,7 @@ class Batch:
             "_msg", "_item",
             pl.col("v:_id").cast(pl.Int64).alias("_record"),
             pl.lit(True).alias("_numbered"),
-            # A record without an item is on its message's line, just before its items' would be.
+            # An item's place among the chunk's item lines; a record without an item is on its message's line.
             pl.when("_has").then(pl.col("_offset") + pl.col("_item") - 1).alias("_line"),
             "_mline",
             *shown,
