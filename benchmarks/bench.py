@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -182,6 +183,8 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="also time `run` with the SQLite state")
     parser.add_argument("--xml", help="also time this XML feed against a bare lxml iterparse")
     parser.add_argument("--xml-only", action="store_true", help="time only the XML feed (skip the flat feed)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="XML: time iterparse and ours this many times, in turn, and quote medians")
     args = parser.parse_args()
     if args.child:
         kind, *paths = args.child
@@ -192,7 +195,7 @@ def main() -> None:
     if args.xml_only:
         if not args.xml:
             parser.error("--xml-only needs --xml")
-        _xml(args.dir, snapshot, args.xml)
+        _xml(args.dir, snapshot, args.xml, args.repeat)
         return
     floor = measure("floor", snapshot, feed)
     result = measure("process", snapshot, feed)
@@ -217,18 +220,28 @@ def main() -> None:
         process_without_snapshot = result["seconds"] - result["stages"]["snapshot"]["seconds"]
         print(f"ratio run / process (without the snapshot read): {run['seconds'] / process_without_snapshot:.2f}x")
     if args.xml:
-        _xml(args.dir, snapshot, args.xml)
+        _xml(args.dir, snapshot, args.xml, args.repeat)
 
 
-def _xml(folder: Path, snapshot: Path, name: str) -> None:
+def _xml(folder: Path, snapshot: Path, name: str, repeat: int = 1) -> None:
+    """Ours against the bare iterparse, `repeat` pairs run in turn (so a drift in the machine's speed
+    touches both); medians, with the ratio taken pair by pair."""
     xml_feed = folder / name
-    bare = measure("iterparse", xml_feed)
-    ours = measure("xml", snapshot, xml_feed)
-    print(f"xml {xml_feed.name}: {xml_feed.stat().st_size / 1e6:.0f} MB, {bare['messages']:,} messages")
-    print(f"  bare iterparse {bare['seconds']:.2f} s, peak {bare['peak_mb']:,.0f} MB")
-    print(f"  hash+read+validate {ours['seconds']:.2f} s (read {ours['read_seconds']:.2f} s), "
-          f"peak {ours['peak_mb']:,.0f} MB")
-    print(f"  ratio: {ours['seconds'] / bare['seconds']:.2f}x")
+    pairs = [(measure("iterparse", xml_feed), measure("xml", snapshot, xml_feed)) for _ in range(max(1, repeat))]
+    bare, ours = pairs[0]
+    print(f"xml {xml_feed.name}: {xml_feed.stat().st_size / 1e6:.0f} MB, {bare['messages']:,} messages"
+          + (f", median of {len(pairs)} runs in turn (min-max)" if len(pairs) > 1 else ""))
+
+    def spread(values: list[float], unit: str, digits: int = 2) -> str:
+        shown = f"{statistics.median(values):,.{digits}f}{unit}"
+        return shown + (f" ({min(values):,.{digits}f}-{max(values):,.{digits}f})" if len(values) > 1 else "")
+
+    print(f"  bare iterparse {spread([b['seconds'] for b, _ in pairs], ' s')}, "
+          f"peak {spread([b['peak_mb'] for b, _ in pairs], ' MB', 0)}")
+    print(f"  hash+read+validate {spread([o['seconds'] for _, o in pairs], ' s')} "
+          f"(read {spread([o['read_seconds'] for _, o in pairs], ' s')}), "
+          f"peak {spread([o['peak_mb'] for _, o in pairs], ' MB', 0)}")
+    print(f"  ratio: {spread([o['seconds'] / b['seconds'] for b, o in pairs], 'x')}")
 
 
 if __name__ == "__main__":

@@ -105,3 +105,13 @@ def damage_table() -> Callable[[Path, str], None]:
     """damage_table(db_path, table): overwrite the table's root page with junk, keeping the
     SQLite header valid, so the damage shows only when the table is read."""
     return _damage_table
+
+
+@pytest.fixture(params=[1, None], ids=["bulk-even-for-one", "bulk-from-default"])
+def bulk_from_one_message_too(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """XML messages of a shape new in their chunk are checked in bulk only from FEW_MESSAGES on (fewer go to the
+    XSD one by one): with 1, small test files take the bulk path too. Tests using it run both ways."""
+    from orderfeeds.readers import xml as xmlreader
+
+    if request.param is not None:
+        monkeypatch.setattr(xmlreader, "FEW_MESSAGES", request.param)

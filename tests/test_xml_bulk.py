@@ -12,12 +12,7 @@ from orderfeeds.readers.xml import _Reader
 
 HEADER = "<Header><DocumentVersion>1.01</DocumentVersion><MerchantIdentifier>M_1</MerchantIdentifier></Header>"
 
-
-@pytest.fixture(autouse=True, params=[1, xmlreader.FEW_MESSAGES], ids=["bulk-even-for-one", "bulk-from-default"])
-def few_messages(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Messages of a shape new in their chunk are checked in bulk only from FEW_MESSAGES on (fewer go to the
-    XSD one by one): with 1, the small files here take the bulk path too."""
-    monkeypatch.setattr(xmlreader, "FEW_MESSAGES", request.param)
+pytestmark = pytest.mark.usefixtures("bulk_from_one_message_too")
 
 
 def envelope(*messages: str) -> bytes:
