@@ -765,12 +765,10 @@ class _Reader:
             plan_of: dict[str, int] = {}
             signatures = batch.signatures
             candidates = unplanned.select("sig", (pl.col("_msg") - first).alias("row")).drop_nulls("sig")
-            new: list[tuple[str, list[int]]] = []
-            for signature, rows in candidates.group_by("sig").agg(pl.col("row").head(3)).iter_rows():
-                if signature not in signatures:
-                    new.append((signature, rows))
-                elif (known := signatures[signature]) is not None:  # a plan made after the chunk was handed out
-                    plan_of[signature] = known.id
+            # Every plan made so far was in the lookup the chunk was handed out with (plans are only made here,
+            # and the chunk before was settled first), so a signature without one is new or known to have none.
+            new = [(signature, rows) for signature, rows in
+                   candidates.group_by("sig").agg(pl.col("row").head(3)).iter_rows() if signature not in signatures]
             needed = sorted({row for _, rows in new for row in rows})
             element = dict(zip(needed, _children(root, needed), strict=True))
             for signature, rows in new:
@@ -780,8 +778,9 @@ class _Reader:
                         plan = xmlfast.sig_plan(batch.plans, element[row], signature, self.feed_type,
                                                 self.payload_tag, self.item_tag, self.order_tags, self.item_tags,
                                                 PROMOTION_COMPONENTS)
-                        signatures[signature] = plan
-                        if plan is not None:
+                        if plan is None:
+                            signatures[signature] = None
+                        else:
                             batch.add_plan(signature, plan)
                             plan_of[signature] = plan.id
                         break

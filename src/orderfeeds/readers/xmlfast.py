@@ -322,16 +322,13 @@ class Batch:
         self.plans = 0
         self.signatures: dict[str, Plan | None] = {}
         self.expressions = self._expressions()
-        # Signatures that have a plan, and its id; as Series for the worker thread's lookup, rebuilt (never
-        # changed in place, the worker may be reading them) after plans were added.
-        self.known_signatures: list[str] = []
-        self.known_ids: list[int] = []
+        # `signatures` with a plan, as Series for the worker thread's lookup: rebuilt after plans were added,
+        # never changed in place (the worker may be reading them).
         self.known: tuple[pl.Series, pl.Series] | None = None
 
     def add_plan(self, signature: str, plan: Plan) -> None:
         self.plans += 1
-        self.known_signatures.append(signature)
-        self.known_ids.append(plan.id)
+        self.signatures[signature] = plan
         self.known = None
         rows = self.plan_rows
         items = sum(has_item for _, _, has_item in plan.rows)
@@ -389,7 +386,8 @@ class Batch:
     def lookup(self) -> tuple[pl.Series, pl.Series]:
         """The signatures that have a plan and the plans' ids, as the worker thread is handed them."""
         if self.known is None:
-            self.known = (pl.Series(self.known_signatures, dtype=pl.String), pl.Series(self.known_ids, dtype=pl.Int64))
+            planned = {signature: plan.id for signature, plan in self.signatures.items() if plan is not None}
+            self.known = (pl.Series(list(planned), dtype=pl.String), pl.Series(list(planned.values()), dtype=pl.Int64))
         return self.known
 
     def survey(self, serialized: str, count: int, first: int, item_tag: str, message_lines: pl.Series,
