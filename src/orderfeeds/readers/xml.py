@@ -82,6 +82,7 @@ from orderfeeds.errors import FeedError
 from orderfeeds.feedtypes import ADJUSTMENT_REASONS, CANCEL_REASONS, FeedType, Field, Kind
 from orderfeeds.readers import xmlfast
 from orderfeeds.readers.model import ISSUE_SCHEMA, UNCHUNKED, RawFeed, joined, record_columns
+from orderfeeds.readers.text import UTF8_BOM
 
 # ----------------------------------------------------------------------------- fields
 
@@ -198,6 +199,12 @@ CHUNK_MESSAGES = 8 * 1024
 CHUNK_BYTES = 4 * 1024 * 1024
 # Fewer messages than this whose shape was new in their chunk are validated one by one, not in bulk.
 FEW_MESSAGES = 64
+# Chunks are cut from the file's own bytes (xmlfast.FileText) unless this is off, the document is not
+# UTF-8, or more than KEPT_BYTES were read without a chunk closing (then they are serialized instead).
+FILE_TEXT = True
+KEPT_BYTES = 64 * 1024 * 1024
+# The most the parser is given per read (tests make it small, to split characters and tags across reads).
+READ_BYTES = 1024 * 1024
 
 _XML_SPACE = " \t\r\n"
 _SPACE_RUN = re.compile(rb"[ \t\r\n]*")
@@ -391,6 +398,39 @@ def _chunks(source: bytes | Path) -> Iterator[bytes]:
         yield source[start:start + HEAD_CHUNK]
 
 
+class _Tee:
+    """The file as the parser reads it, keeping the bytes read since the last chunk was handed out."""
+
+    def __init__(self, stream: BinaryIO, keep: bool):
+        self.stream = stream
+        self.blocks: list[bytes] | None = [] if keep else None  # None: not kept (any more)
+        self.kept = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(READ_BYTES if size < 0 else min(size, READ_BYTES))
+        if self.blocks is not None:
+            self.kept += len(data)
+            if self.kept > KEPT_BYTES:
+                self.blocks = None
+            else:
+                self.blocks.append(data)
+        return data
+
+    def take(self) -> list[bytes] | None:
+        """The bytes kept since the last call (None if some were not kept)."""
+        blocks = self.blocks
+        if blocks is not None:
+            self.blocks, self.kept = [], 0
+        return blocks
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+
 class _Reader:
     """One pass over one file; holds the rows and issues built so far."""
 
@@ -433,8 +473,12 @@ class _Reader:
         self.job: Future[xmlfast.Survey] | None = None
         self.message_lines = array("q")  # of the messages not yet handed out
         self.worker: ThreadPoolExecutor | None = None
-        self.stream: BinaryIO | None = None
+        self.stream: _Tee | None = None
         self.flushed_bytes = 0
+        # The chunks' text is cut from the file's bytes (None once they are serialized instead), and what
+        # the chunk out with the worker was handed, should it have to be serialized after all.
+        self.file_text: xmlfast.FileText | None = None
+        self.handed: tuple = ()
 
     # -- the stream --------------------------------------------------------------
 
@@ -453,10 +497,10 @@ class _Reader:
         yield from self._read(io.BytesIO(source))
 
     def _read(self, stream: BinaryIO) -> Iterator[RawFeed]:
-        self.stream = stream
+        self.stream = tee = _Tee(stream, keep=self.fast and FILE_TEXT)
         # Blank text between elements is dropped as it is parsed (a blank that is an element's whole
-        # content is kept): the XSD ignores it in element-only content, and the chunk serializes smaller.
-        events = etree.iterparse(stream, events=("end",), tag=("Message", ROOT_TAG), remove_blank_text=True,
+        # content is kept): the XSD ignores it in element-only content, and a chunk serializes smaller.
+        events = etree.iterparse(tee, events=("end",), tag=("Message", ROOT_TAG), remove_blank_text=True,
                                  **PARSER_OPTIONS)
         try:
             yield from self._events(events)
@@ -498,6 +542,9 @@ class _Reader:
         before = list(elem.itersiblings(preceding=True))
         before.reverse()
         self.root = root
+        blocks = self.stream.blocks if self.stream is not None else None
+        if blocks and _utf8(b"".join(islice(blocks, 64))[:4096]):
+            self.file_text = xmlfast.FileText()
         self._envelope(root, before, elem)
         self._done(elem, root, len(before))
 
@@ -616,8 +663,9 @@ class _Reader:
 
     # -- one message -------------------------------------------------------------
 
-    def _records(self, message: etree._Element, ordinal: int) -> None:
-        """The per-message path: the XSD on the message, then its records cut out one by one."""
+    def _records(self, message: etree._Element, ordinal: int, where: tuple[int, list[int]] | None = None) -> None:
+        """The per-message path: the XSD on the message, then its records cut out one by one. `where`: the
+        line of the message and of each of its items, when the bulk checks counted them (else the parser's)."""
         explained_whole: list[str] = []
         explained_items: dict[int, list[str]] = {}
         schema = self.schema
@@ -654,33 +702,38 @@ class _Reader:
                         base[index] = text.strip(_XML_SPACE) or None
 
         message_line = message.sourceline
+        item_lines: list[int] = []
+        if where is not None:
+            message_line, item_lines = where
+        if len(item_lines) != len(items):  # items nested deeper were counted too: the parser's lines, then
+            item_lines = [item.sourceline for item in items]
         rows, keys = self.rows, self.keys
         if not items:
             rows.append(tuple(base))
             _append_key(keys, ordinal, 1, record, numbered, message_line, message_line)
             if explained_whole:
-                self._problems(ordinal, 1, record, numbered, message, explained_whole)
+                self._problems(ordinal, 1, record, numbered, message_line, explained_whole)
             return
         last = len(items) - 1
         for position, item in enumerate(items):
             row = base if position == last else base.copy()
             currency_problem = self._fill_item(item, row)
             rows.append(tuple(row))
-            _append_key(keys, ordinal, position + 1, record, numbered, item.sourceline, message_line)
+            _append_key(keys, ordinal, position + 1, record, numbered, item_lines[position], message_line)
             problems = explained_whole
             if explained_items or currency_problem:
                 problems = problems + explained_items.get(position + 1, [])
                 if currency_problem:
-                    problems.append(f"line {item.sourceline}, {self.item_tag}: {currency_problem}")
+                    problems.append(f"line {item_lines[position]}, {self.item_tag}: {currency_problem}")
             if problems:
-                self._problems(ordinal, position + 1, record, numbered, message, problems)
+                self._problems(ordinal, position + 1, record, numbered, message_line, problems)
 
-    def _problems(self, ordinal: int, item: int, record: int, numbered: bool, message: etree._Element,
+    def _problems(self, ordinal: int, item: int, record: int, numbered: bool, message_line: int,
                   problems: list[str]) -> None:
         if numbered:
             label = f"message {record}"
         else:
-            label = (f"the message on line {message.sourceline} (its MessageID is not a whole number, so the "
+            label = (f"the message on line {message_line} (its MessageID is not a whole number, so the "
                      f"report shows it as record {record}, its position in the file)")
         shown = problems[:MAX_EXPLANATIONS]
         more = len(problems) - len(shown)
@@ -732,18 +785,27 @@ class _Reader:
     def _hand_out(self, root: etree._Element, first: int, count: int) -> None:
         """Serialize the chunk's messages (the first `count` children of the root) and give their bulk checks
         to the worker thread, which runs them while the parser reads the next chunk."""
-        batch = self.batch
-        assert batch is not None
-        serialized = etree.tostring(root, encoding="unicode")
-        # The elements are read here, on the parser's thread, never by the worker; each proxy is dropped at once.
-        item_lines = pl.Series([item.sourceline for item in root.iter(self.item_tag)], dtype=pl.Int64)
+        batch, stream = self.batch, self.stream
+        assert batch is not None and stream is not None
+        blocks = stream.take()
+        if blocks is None:
+            self.file_text = None
+        text: str | tuple[xmlfast.FileText, list[bytes]]
+        if self.file_text is not None and blocks is not None:
+            text, item_lines = (self.file_text, blocks), None  # the worker counts the lines in the bytes
+        else:
+            text, item_lines = etree.tostring(root, encoding="unicode"), self._item_lines(root)
         message_lines = pl.Series(self.message_lines, dtype=pl.Int64)
         self.message_lines = array("q")
-        arguments = (serialized, count, first, self.item_tag, message_lines, item_lines, batch.lookup(),
-                     batch.plan_table())
+        self.handed = (count, first, self.item_tag, message_lines, item_lines, batch.lookup(), batch.plan_table())
         if self.worker is None:
             self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderfeeds-xml")
-        self.job = self.worker.submit(batch.survey, *arguments)
+        self.job = self.worker.submit(batch.survey, text, *self.handed)
+
+    def _item_lines(self, root: etree._Element) -> pl.Series:
+        """The lines of the items under the root, in document order, as the parser gives them."""
+        # The elements are read here, on the parser's thread, never by the worker; each proxy is dropped at once.
+        return pl.Series([item.sourceline for item in root.iter(self.item_tag)], dtype=pl.Int64)
 
     def _settle(self, survey: xmlfast.Survey, root: etree._Element) -> pl.DataFrame | None:
         """The records of a surveyed chunk, whose messages are the first children of the root: new signatures
@@ -797,7 +859,7 @@ class _Reader:
                     failed += more
         wanted = sorted(slow.get_column("_msg").to_list() + failed)
         for ordinal, message in zip(wanted, _children(root, [ordinal - first for ordinal in wanted]), strict=True):
-            self._records(message, ordinal)
+            self._records(message, ordinal, survey.where(ordinal))
         return pl.concat(parts) if parts else None
 
     def _flush(self) -> None:
@@ -831,6 +893,14 @@ class _Reader:
             return []
         survey = self.job.result()
         self.job = None
+        if survey.lost:
+            # The file's bytes did not match the chunk: it is serialized after all, and so is every chunk after it.
+            assert self.batch is not None and self.stream is not None
+            self.file_text = self.stream.blocks = None
+            count, first, item_tag, message_lines, _, known, plans = self.handed
+            survey = self.batch.survey(etree.tostring(root, encoding="unicode"), count, first, item_tag, message_lines,
+                                       self._item_lines(root), known, plans)
+        self.handed = ()
         fast = self._settle(survey, root)
         # Memory stays flat: the chunk's messages are done. While the parser runs, the next chunk's messages
         # follow them, so none of them is the last, whose tail may still grow.
@@ -1028,6 +1098,25 @@ def _reject_prolog_declarations(data: bytes) -> None:
         raise FeedError("unsafe-xml", f"line {line}: the file declares a document type (<!DOCTYPE ...>) or other "
                         "markup declarations before the root element; XML feeds may not contain a DOCTYPE, DTD or "
                         "entity declarations, so the file is not read", line=line)
+
+
+_DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._-]*)["']""")
+
+
+def _utf8(head: bytes) -> bool:
+    """Whether a document starting with these bytes is read as UTF-8 (or ASCII), as libxml2 decides: by a
+    byte order mark, else the declared encoding, else UTF-8. A declaration cut off reads as not UTF-8."""
+    if head.startswith(UTF8_BOM):
+        head = head[len(UTF8_BOM):]
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head[:4]:
+        return False
+    if not head.startswith(b"<?xml"):
+        return True
+    end = head.find(b"?>")
+    if end < 0:
+        return False
+    declared = _DECLARED_ENCODING.match(head[:end + 2])
+    return declared is None or declared.group(1).upper() in (b"UTF-8", b"UTF8", b"US-ASCII", b"ASCII")
 
 
 def _has_doctype(elem: etree._Element) -> bool:

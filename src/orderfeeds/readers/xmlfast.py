@@ -35,6 +35,7 @@ each plan table as a new frame.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -201,22 +202,151 @@ MARK = "\x1f"  # stands for a text value in a signature; cannot occur in XML tex
 CUT = "\x02"  # marks where a Message starts; cannot occur in XML either
 # A Message's start tag (`<MessageID` is not one).
 _MESSAGE_START = r"<Message([ \t\r\n/>])"
+_TAG_END_CHARS = " \t\r\n/>"  # what may follow a tag's name in a start tag
+_TAG_END = f"[{_TAG_END_CHARS}]"
 # Long blanks between tags (the parser keeps a long run) would be copied with every copy of a chunk;
 # element-only content ignores them, so they are squeezed out first.
 LONG_BLANK = " " * 64
 _BLANKS = r">[ \t\r\n]+<"
 _TEXT = r">[^<]*[^< \t\r\n][^<]*<"  # a text that is more than whitespace, with the tag ends around it
 _ENVELOPE_END = "</AmazonEnvelope>"
+# An Amount's currency, or its absence, is made a text of its own, and a Type's text part of its start tag.
+_PREPARED = {
+    "<Amount>": '<Amount currency=>' + ABSENT + '"><:>',
+    '<Amount currency="': "<Amount currency=>",
+    '">': '"><:>',
+    "<Type>": "<Type ",
+}
+_MESSAGE_END = "</Message>"
+_MESSAGE_BODY = r"(?s)^(.*?</Message>)"
+# What the parser drops or changes (comments, CDATA, PIs), and an attribute it would serialize in double quotes.
+_ALTERED = ["<!", "<?", "='"]
+_BIG_LINES = 65535
+_DECLARATION = re.compile("\\A\ufeff?<\\?xml[^>]*\\?>")
 
 
-def table(serialized: str, count: int, item_tag: str) -> pl.DataFrame | None:
-    """Per message of the first `count` Messages of a serialized envelope: its signature (None if it must go
-    to the XSD), its text values in document order and how many `item_tag` elements it holds (at any
-    depth); None if the serialization cannot be cut into them.
+def serialized_messages(serialized: str, count: int) -> pl.DataFrame | None:
+    """The first `count` Messages of an envelope serialized by libxml2, as `table` takes them; None if there
+    are fewer."""
+    raw = pl.col("raw")
+    squeezed = pl.when(raw.str.contains(LONG_BLANK, literal=True)).then(raw.str.replace_all(_BLANKS, "><")).otherwise(raw)
+    pieces = pl.DataFrame({"raw": pl.Series([serialized], dtype=pl.String)}).lazy().select(
+        squeezed.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT).alias("raw"),
+    ).explode("raw").slice(1, count).collect()
+    return pieces if pieces.height == count else None
 
-    The serialization is cut just after each `<Message`; a Message nested in another (or any cut that is
-    not one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
-    comments and PIs, and text cannot hold `<`. A chunk that declares a default namespace inside a
+
+class FileText:
+    """The file's own bytes, cut into each chunk's messages on the worker thread: what serializing the chunk
+    would give, without the parser's thread spending its time serializing it.
+
+    The parser reads the file through a tee, and each chunk is handed the bytes read since the one before.
+    The bytes not yet part of a chunk (`carry`) wait for the next; `line` is the line the carry starts on.
+    A chunk is taken from the bytes only when they agree with what the parser made of them: each of its
+    `count` Messages is a piece from `<Message` to its `</Message>`, with only blanks up to the next, and
+    starts on the line the parser gave it; and the chunk holds nothing whose text the parser changes or
+    drops (a comment, CDATA, a processing instruction, a lone carriage return) and no attribute in single
+    quotes. Escaped characters and attributes other than an Amount's currency are `table`'s concern, as
+    in a serialization; a `>` inside a text, which a serialization would escape, sends its message to the
+    XSD. Once a chunk cannot be taken from the bytes the carry is lost: `cut` gives None from then on and
+    the reader serializes its chunks instead. Only a UTF-8 (or ASCII) document is read this way.
+    """
+
+    def __init__(self) -> None:
+        self.carry = b""
+        self.line = 1
+        self.lost = False
+
+    def cut(self, blocks: list[bytes], count: int, message_lines: pl.Series,
+            item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.Series] | None:
+        """The chunk's `count` Messages as `table` takes them (each from just after `<Message`, CR LF read as LF),
+        the line each starts on and the line of each of their `item_tag` elements, in document order; None if
+        the chunk cannot be taken from the bytes. `blocks` are the bytes read since the chunk before.
+
+        The lines are counted in the bytes: libxml2 keeps an element's line in 16 bits, and gives an element
+        past line 65535 the line of its first child, often the next line."""
+        if self.lost:
+            return None
+        data = self.carry + b"".join(blocks)
+        # The bytes after the chunk may end mid-character, or not be text at all where the parser has not
+        # yet said so: they are carried over as bytes, never read. The chunk's own bytes are valid UTF-8,
+        # the parser having read them, so byte offsets in the decoded text hold up to the chunk's end.
+        text = data.decode("utf-8", "replace")
+        t = pl.col("t")
+        pieces = pl.DataFrame({"t": pl.Series([text], dtype=pl.String)}).lazy().select(
+            t.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT),
+        ).explode("t").slice(0, count + 1).with_columns(
+            t.str.len_bytes().cast(pl.Int64).alias("bytes"),
+            t.str.count_matches("\n", literal=True).cast(pl.Int64).alias("nl"),
+        ).collect()
+        if pieces.height != count + 1:
+            return self._lose()
+        head, messages = pieces.row(0, named=True), pieces.slice(1)
+        # The chunk's last message runs to its first `</Message>` (the others to the next `<Message`: `table`
+        # sees that only blanks follow their `</Message>`).
+        last = messages.item(count - 1, "t")
+        ending = last.find(_MESSAGE_END)
+        if ending < 0:
+            return self._lose()
+        last = last[:ending + len(_MESSAGE_END)]
+        cut = pl.concat([messages.get_column("t").head(count - 1), pl.Series("t", [last], dtype=pl.String)])
+        nl = messages.get_column("nl")
+        # The line each message starts on, by the newlines before it. The parser's line of an element past
+        # line 65535 is that of its first child (libxml2 keeps 16 bits): the same or a later one.
+        lines = (nl.cum_sum() - nl + (self.line + head["nl"])).alias("_mline")
+        matched = (lines == message_lines) | ((lines >= _BIG_LINES) & (message_lines >= lines))
+        # Every `<Message` in the chunk starts an element: none is hidden in a comment, CDATA or a PI (the
+        # file's XML declaration before the first chunk is the one PI let through), and neither text nor
+        # attributes can hold `<`.
+        before = re.sub(_DECLARATION, "", head["t"]) if self.line == 1 else head["t"]
+        if (not matched.all() or cut.str.contains_any(_ALTERED).any()
+                or any(altered in before for altered in _ALTERED)):
+            return self._lose()
+        end = head["bytes"] + int(messages.get_column("bytes").head(count - 1).sum()) + count * len("<Message") \
+            + len(last.encode())
+        self.line += head["nl"] + int(nl.head(count - 1).sum()) + last.count("\n")
+        self.carry = data[end:]
+        if cut.str.contains("\r", literal=True).any():
+            cut = cut.str.replace_all("\r\n", "\n", literal=True)
+            if cut.str.contains("\r", literal=True).any():
+                return self._lose()  # the parser reads a lone CR as LF
+        item_lines = _item_lines(cut, lines.item(0), item_tag)
+        return pl.DataFrame({"raw": cut}), lines, item_lines
+
+    def _lose(self) -> None:
+        self.lost = True
+        self.carry = b""
+        return None
+
+
+def _item_lines(messages: pl.Series, line: int, item_tag: str) -> pl.Series:
+    """The line of every `item_tag` start tag in `messages`, the text of consecutive messages (each without the
+    `<Message` before it) starting on `line`: the line it starts on and the newlines before it."""
+    m, part = pl.col("m"), pl.col("part")
+
+    def lines(cut: pl.Expr) -> pl.DataFrame:
+        return pl.DataFrame({"part": messages}).with_row_index("m").lazy().select(m, cut).explode("part").select(
+            m.is_first_distinct().not_().alias("item"),  # every part but a message's first follows an item's start
+            part.str.count_matches("\n", literal=True).alias("nl"),
+            part.str.head(1).alias("next"),
+        ).with_columns((pl.col("nl").cum_sum() - pl.col("nl") + line).alias("line")).filter("item").collect()
+
+    # Split at the tag's name, then made sure the name ends there (`table` counts the items the same way).
+    found = lines(part.str.split(f"<{item_tag}"))
+    if not found.get_column("next").is_in(list(_TAG_END_CHARS)).all():
+        found = lines(part.str.replace_all(f"(<{item_tag}{_TAG_END})", CUT + "${1}").str.split(CUT))
+    return found.get_column("line").cast(pl.Int64)
+
+
+def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
+    """Per Message of a chunk (`pieces`: `raw`, its text from just after `<Message`, and `ok`, false if it
+    must go to the XSD): its signature (None if it must go to the XSD), its text values in document order
+    and how many `item_tag` elements it holds (at any depth); None if the pieces are not one per top-level
+    message.
+
+    The pieces are cut just after each `<Message`; a Message nested in another (or any cut that is not
+    one per top-level message) leaves a piece that does not end with `</Message>`: the serializer drops
+    comments and PIs (`FileText` takes no chunk that has one), and text cannot hold `<`. A chunk that declares a default namespace inside a
     message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
     start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
     for texts finds the values and leaves the Types.
@@ -228,21 +358,16 @@ def table(serialized: str, count: int, item_tag: str) -> pl.DataFrame | None:
     the reader's worker thread does this while the parser reads on.
     """
     raw = pl.col("raw")
-    squeezed = pl.when(raw.str.contains(LONG_BLANK, literal=True)).then(raw.str.replace_all(_BLANKS, "><")).otherwise(raw)
-    parts = pl.DataFrame({"raw": pl.Series([serialized], dtype=pl.String)}).lazy().select(
-        squeezed.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT).alias("raw"),
-    ).explode("raw").slice(1, count).select(
+    parts = pieces.lazy().select(
         raw.str.strip_chars_end(WS).str.strip_suffix(_ENVELOPE_END)
-        .str.replace_all("<Amount>", '<Amount currency="' + ABSENT + '">', literal=True)
-        .str.replace_all("<Type>", "<Type ", literal=True)
-        .str.replace_all('<Amount currency="', "<Amount currency=>", literal=True)
-        .str.replace_all('">', '"><:>', literal=True)
+        # In one pass: no two of these overlap, and each replacement is what replacing them in turn gives.
+        .str.replace_many(list(_PREPARED), list(_PREPARED.values())),
     ).collect()
     cut = parts.get_column("raw")
     # Items are counted where they are written, and a default namespace declared inside a message would make
     # an element written `<AdjustedItem>` one the parser does not call AdjustedItem: then the counts would
     # not match the lines the parser's thread read for the items, so such a chunk is not cut either.
-    if parts.height != count or not cut.str.ends_with("</Message>").all() or cut.str.contains("xmlns=", literal=True).any():
+    if not cut.str.ends_with("</Message>").all() or cut.str.contains("xmlns=", literal=True).any():
         return None
     # An escaped character would need unescaping, and only an Amount's currency may be an attribute
     # (prepared, it no longer reads `="`).
@@ -250,8 +375,8 @@ def table(serialized: str, count: int, item_tag: str) -> pl.DataFrame | None:
     return parts.lazy().select(
         pl.when(usable).then(raw.str.replace_all(_TEXT, ">" + MARK + "<")).alias("sig"),
         raw.str.extract_all(_TEXT).alias("vals"),
-        # The serializer writes a start tag as `<Tag>`, `<Tag/>` or `<Tag attribute...`.
-        raw.str.count_matches(f"<{item_tag}[ />]").cast(pl.Int64).alias("_n"),
+        # A start tag reads `<Tag>`, `<Tag/>` or `<Tag` and a blank.
+        raw.str.count_matches(f"<{item_tag}{_TAG_END}").cast(pl.Int64).alias("_n"),
     ).collect()
 
 
@@ -299,7 +424,8 @@ def sig_plan(plan_id: int, message: etree._Element, signature: str, feed_type: F
 class Survey:
     """What the bulk checks made of one chunk: `unplanned` (None if the chunk could not be cut into its
     messages, then every message goes to the XSD) holds the messages whose signature had no plan (columns
-    as `frame` takes them, with `sig`), `fast` the records that passed, `failed` the ordinals that did not."""
+    as `frame` takes them, with `sig`), `fast` the records that passed, `failed` the ordinals that did not.
+    `lost`: the chunk could not be taken from the file's bytes (see `FileText`), and nothing was surveyed."""
 
     first: int
     count: int
@@ -307,6 +433,17 @@ class Survey:
     fast: pl.DataFrame | None
     failed: list[int]
     lines: pl.Series | None
+    lost: bool = False
+    # Where each message of the chunk is (by position): `_mline`, its line, and `_offset` and `_n`, where its
+    # items' lines are in `lines`.
+    places: pl.DataFrame | None = None
+
+    def where(self, ordinal: int) -> tuple[int, list[int]] | None:
+        """The line of a message of the chunk and those of its items, as the bulk checks found them."""
+        if self.places is None or self.lines is None:
+            return None
+        line, offset, n = self.places.row(ordinal - self.first)
+        return line, self.lines.slice(offset, n).to_list()
 
 
 class Batch:
@@ -321,7 +458,7 @@ class Batch:
         self.plan_frame: pl.DataFrame | None = None
         self.plans = 0
         self.signatures: dict[str, Plan | None] = {}
-        self.expressions = self._expressions()
+        self.expressions: dict[tuple[str, ...], tuple[list[pl.Expr], pl.Expr, list[pl.Expr]]] = {}
         # `signatures` with a plan, as Series for the worker thread's lookup: rebuilt after plans were added,
         # never changed in place (the worker may be reading them).
         self.known: tuple[pl.Series, pl.Series] | None = None
@@ -359,15 +496,21 @@ class Batch:
                 column.clear()
         return self.plan_frame
 
-    def _expressions(self) -> tuple[list[pl.Expr], pl.Expr, list[pl.Expr]]:
-        """What cuts the values out (each once, as a column of its own), the check of a record, and the shown columns."""
-        cut = [pl.col("vals").list.get(pl.col(f"p:{c}"), null_on_oob=True).str.strip_chars(WS + "<>").alias(f"v:{c}")
+    def _expressions(self, used: tuple[str, ...]) -> tuple[list[pl.Expr], pl.Expr, list[pl.Expr]]:
+        """What cuts the values out (each once, as a column of its own), the check of a record, and the shown
+        columns, when only the value columns `used` have a value in some plan (the others are null)."""
+        if used in self.expressions:
+            return self.expressions[used]
+        # A value is cut out with the tag ends around it; only those go (a text in the file's own bytes may
+        # hold a `>`).
+        cut = [pl.col("vals").list.get(pl.col(f"p:{c}"), null_on_oob=True).str.strip_prefix(">").str.strip_suffix("<")
+               .str.strip_chars(WS).alias(f"v:{c}") if c in used else pl.lit(None, pl.String).alias(f"v:{c}")
                for c in self.value_columns]
         cut.append(pl.col("vals").list.gather(pl.col("_cur"))
                    .list.eval(pl.element().str.strip_chars(WS + '<>"').filter(pl.element() != ABSENT))
                    .alias("_currencies"))
         values = {c: pl.col(f"v:{c}") for c in self.value_columns}
-        checks = [pl.col(f"p:{c}").is_null() | _check(c)(values[c]).fill_null(False) for c in self.value_columns]
+        checks = [pl.col(f"p:{c}").is_null() | _check(c)(values[c]).fill_null(False) for c in used]
         if any(f.name == "currency" for f in self.fields):
             checks.append(pl.col("_currencies").list.eval(pl.element().str.contains("^[A-Z]{3}$")).list.all()
                           & (pl.col("_currencies").list.n_unique() <= 1))
@@ -375,13 +518,16 @@ class Batch:
         for f in self.fields:
             if f.name == "currency":
                 shown.append(pl.col("_currencies").list.first().alias("currency"))
+            elif f.name not in used:
+                shown.append(pl.lit(None, pl.String).alias(f.name))
             elif f.name in self.amount_columns:
                 shown.append(_two_decimals(values[f.name]).alias(f.name))
             else:
                 shown.append(values[f.name].alias(f.name))
         # The item lines were found by tag anywhere in the message: they must be exactly its items.
         checks.append(pl.col("_n") == pl.col("_items"))
-        return cut, pl.all_horizontal(checks), shown
+        self.expressions[used] = cut, pl.all_horizontal(checks), shown
+        return self.expressions[used]
 
     def lookup(self) -> tuple[pl.Series, pl.Series]:
         """The signatures that have a plan and the plans' ids, as the worker thread is handed them."""
@@ -390,16 +536,27 @@ class Batch:
             self.known = (pl.Series(list(planned), dtype=pl.String), pl.Series(list(planned.values()), dtype=pl.Int64))
         return self.known
 
-    def survey(self, serialized: str, count: int, first: int, item_tag: str, message_lines: pl.Series,
-               item_lines: pl.Series, known: tuple[pl.Series, pl.Series], plans: pl.DataFrame) -> Survey:
+    def survey(self, text: str | tuple[FileText, list[bytes]], count: int, first: int, item_tag: str,
+               message_lines: pl.Series, item_lines: pl.Series | None, known: tuple[pl.Series, pl.Series],
+               plans: pl.DataFrame) -> Survey:
         """One chunk's messages (ordinals `first`...) judged in bulk with the plans known when it was handed out.
 
-        Runs on the reader's worker thread: it touches no element, only the chunk's serialization, the
-        lines of its messages and of every `item_tag` element in document order (those of messages after
-        the chunk may follow).
+        `text` is the chunk serialized (its messages the first `count` of the envelope), or the file's bytes
+        read since the chunk before with what cuts them. Runs on the reader's worker thread: it touches no
+        element, only that text, the lines of the chunk's messages as the parser gave them and, for a
+        serialized chunk, those of every `item_tag` element in document order (those of messages after the
+        chunk may follow); lines counted in the file's bytes replace them when the chunk is cut from those.
         """
-        table_ = table(serialized, count, item_tag)
-        if table_ is None:
+        if isinstance(text, str):
+            pieces = serialized_messages(text, count)
+        else:
+            file_text, blocks = text
+            taken = file_text.cut(blocks, count, message_lines, item_tag)
+            if taken is None:
+                return Survey(first, count, None, None, [], None, lost=True)
+            pieces, message_lines, item_lines = taken
+        table_ = table(pieces, item_tag) if pieces is not None else None
+        if table_ is None or item_lines is None:
             return Survey(first, count, None, None, [], None)
         items = table_.get_column("_n")
         signatures, ids = known
@@ -414,14 +571,17 @@ class Batch:
         })
         planned = chunk.filter(pl.col("plan").is_not_null())
         fast, failed = self.frame(planned, item_lines, plans) if planned.height else (None, [])
-        return Survey(first, count, chunk.filter(pl.col("plan").is_null()), fast, failed, item_lines)
+        return Survey(first, count, chunk.filter(pl.col("plan").is_null()), fast, failed, item_lines,
+                      places=chunk.select("_mline", "_offset", "_n"))
 
     def frame(self, chunk: pl.DataFrame, lines: pl.Series, plans: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
         """The records of the chunk's messages (columns _msg, plan, vals, _mline, _offset, _n) that pass every
         check, and the ordinals of those that do not. `_offset` + item index - 1 is an item's place in `lines`
         (the lines of the chunk's items); a record without an item is on its message's line.
         `plans` is what `plan_table()` gave: the worker thread is handed it, as only the reader's thread adds plans."""
-        cut, ok, shown = self.expressions
+        # Columns no plan has a value for are null: they are neither cut out nor checked.
+        used = tuple(c for c in self.value_columns if plans.get_column(f"p:{c}").null_count() < plans.height)
+        cut, ok, shown = self._expressions(used)
         records = chunk.join(plans, on="plan", how="inner").with_columns(*cut)
         bad = records.filter(~ok).get_column("_msg").unique()
         failed = bad.sort().to_list()
