@@ -458,7 +458,7 @@ class _Reader:
         # untracked by the cyclic GC, lists are not), keyed by message ordinal and item index.
         self.rows: list[tuple[str | None, ...]] = []
         self.keys: tuple[array, array, array, array, array, array] = _key_arrays()
-        self.chunks: list[pl.DataFrame] = []
+        self.chunks: list[pl.DataFrame | Future[pl.DataFrame]] = []
         # Schema issues by (message ordinal, item index); they get their seq once the frame is built.
         self.issues: tuple[array, array, list[str]] = (array("q"), array("q"), [])
         self.messages = 0
@@ -923,9 +923,11 @@ class _Reader:
             }).hstack(values))
             self.rows, self.keys = [], _key_arrays()
         if parts:
-            chunk = pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item")
-            self.chunks.append(chunk)
-            self.pending += chunk.height
+            # Put in file order on the worker thread when there is one: after the bulk checks of the chunk
+            # just handed out, while the parser reads on.
+            self.chunks.append(self.worker.submit(_in_file_order, parts) if self.worker is not None
+                               else _in_file_order(parts))
+            self.pending += sum(part.height for part in parts)
             self.due = self.pending >= self.chunk_records
 
     def _duplicates(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -978,7 +980,8 @@ class _Reader:
         """The records gathered since the last piece, with their issues; the reader lets go of them."""
         assert self.feed_type is not None  # _finish raised otherwise
         # No rechunk: copying every string column into one buffer would cost far more memory than the frame.
-        frame = pl.concat(self.chunks, rechunk=False)
+        frame = pl.concat([chunk.result() if isinstance(chunk, Future) else chunk for chunk in self.chunks],
+                          rechunk=False)
         self.chunks, self.pending, self.due = [], 0, False
         n, start = frame.height, self.seq
         self.seq += n
@@ -997,6 +1000,11 @@ class _Reader:
                              *[pl.col(f.name) for f in self.fields])
         return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
                        column_order=tuple(f.name for f in self.fields))
+
+
+def _in_file_order(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """A chunk's records, bulk and per-message, as one frame in file order."""
+    return pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item")
 
 
 def _children(root: etree._Element, offsets: list[int]) -> Iterator[etree._Element]:
