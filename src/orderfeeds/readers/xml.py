@@ -25,13 +25,16 @@ How a file is read, in order:
    message, and any fast-path message that fails a bulk check, is validated with the XSD
    on its own and its records are cut out one by one. Both give the same records.
 5. Messages are handled in chunks of CHUNK_MESSAGES (or CHUNK_BYTES of the file). When a chunk
-   closes, the parser's thread serializes it and reads its lines, and one worker thread cuts it
-   and checks it in bulk (polars, which lets go of the GIL) while the parser reads the next
-   chunk; at the next close the parser's thread settles it (new shapes get their plan, what
-   failed goes to the XSD). So a chunk's messages stay in the tree until the chunk after them
-   closes, then they are deleted, and the tree never grows with the file. Only the worker
-   reads the chunk's text and only the parser's thread touches elements. Blank text between
-   elements is not kept at all. Each chunk becomes a frame in file order.
+   closes, one worker thread cuts its text into messages and checks them in bulk (polars, which
+   lets go of the GIL) while the parser reads the next chunk; at the next close the parser's
+   thread settles it (new shapes get their plan, what failed goes to the XSD). So a chunk's
+   messages stay in the tree until the chunk after them closes, then they are deleted, and the
+   tree never grows with the file. The chunk's text is the file's own bytes, which the parser
+   reads through a tee (xmlfast.FileText, for a UTF-8 document whose bytes match what the parser
+   made of them; its lines are counted there too), or else the chunk serialized by the parser's
+   thread, which then also reads the lines of its items. Only the worker reads the chunk's text
+   and only the parser's thread touches elements. Blank text between elements is not kept at
+   all. Each chunk becomes a frame in file order (on the worker too).
 6. `iter_xml` hands the records out in pieces: once a piece's worth of records (`chunk_records`) has
    gathered, the chunks so far become one frame (concatenated, not rechunked), its schema
    violations get their `seq` and repeated MessageIDs are found in one vectorised pass; the reader
@@ -44,7 +47,10 @@ record; an acknowledgement without Items (and any message whose items cannot be
 found) is one record with item-index 1. `record` is the MessageID; a MessageID that
 is not a whole number from 1 to 18 digits (already a schema violation) is replaced
 by the message's 1-based position in the file so that the record can still be found.
-`line` is where the Item / AdjustedItem starts (the Message, for a record without one).
+`line` is where the Item / AdjustedItem starts (the Message, for a record without one). libxml2
+keeps an element's line in 16 bits and gives an element past line 65535 the line of its first
+child, often one too late; lines counted in the file's bytes (point 5) are exact, so the lines
+libxml2 gives are only used in a file whose chunks are serialized, and in the XSD's explanations.
 
 Schema violations are row issues (`schema-violation`, rank 0). An XSD error inside
 item k (or about item k's own content) belongs to record k only; an error anywhere
@@ -783,8 +789,9 @@ class _Reader:
     # -- the frame ---------------------------------------------------------------
 
     def _hand_out(self, root: etree._Element, first: int, count: int) -> None:
-        """Serialize the chunk's messages (the first `count` children of the root) and give their bulk checks
-        to the worker thread, which runs them while the parser reads the next chunk."""
+        """Give the chunk's messages (the first `count` children of the root) to the worker thread, whose bulk
+        checks run while the parser reads the next chunk: the bytes read since the last chunk, or else the
+        chunk serialized and the lines of its items."""
         batch, stream = self.batch, self.stream
         assert batch is not None and stream is not None
         blocks = stream.take()
@@ -815,7 +822,7 @@ class _Reader:
         assert batch is not None and schema is not None and self.feed_type is not None
         first, count = survey.first, survey.count
         unplanned = survey.unplanned
-        if unplanned is None:  # the serialization could not be cut into these messages: each on its own
+        if unplanned is None:  # the text could not be cut into these messages: each on its own
             for index, message in enumerate(root[:count]):
                 self._records(message, first + index)
             return None
@@ -858,8 +865,9 @@ class _Reader:
                     parts.append(fast)
                     failed += more
         wanted = sorted(slow.get_column("_msg").to_list() + failed)
-        for ordinal, message in zip(wanted, _children(root, [ordinal - first for ordinal in wanted]), strict=True):
-            self._records(message, ordinal, survey.where(ordinal))
+        for ordinal, message, where in zip(wanted, _children(root, [ordinal - first for ordinal in wanted]),
+                                           survey.where(wanted), strict=True):
+            self._records(message, ordinal, where)
         return pl.concat(parts) if parts else None
 
     def _flush(self) -> None:

@@ -2,8 +2,9 @@
 
 Validating every message with libxml2's XSD costs more than parsing it, and walking every
 message in Python costs about as much again, so a chunk of messages is handled at once. The
-chunk is serialized by libxml2 in one call, cut into one string per Message, and polars turns
-each into a *signature* and a list of *values*: every text that is more than whitespace becomes
+chunk's text, taken from the file's own bytes (`FileText`) or else serialized by libxml2 in one
+call, is cut into one string per Message, and polars turns each into a *signature* and a list of
+*values*: every text that is more than whitespace becomes
 a value (and a MARK in the signature), an Amount's `currency` (or its absence) becomes a value
 too, and a component `Type`'s text stays in the signature (it decides the columns and the
 XSD's "each Type at most once" constraint). Two messages with the same signature have the same
@@ -14,8 +15,7 @@ a *plan* (which value goes into which column of which record, and which currenci
 which item; a signature whose values do not all have a checked column gets none). Later
 messages of that signature skip the XSD when
 
-- their serialization has no escaped character (`&`) and no attribute but an Amount's
-  `currency`, and
+- their text has no escaped character (`&`) and no attribute but an Amount's `currency`, and
 - every value passes a check, run in polars over the chunk, that is at least as strict as
   its XSD simple type (e.g. only ASCII letters and digits where the XSD allows `\\w`).
 
@@ -23,8 +23,8 @@ Such a message is valid for the XSD: its structure and Types are those of a mess
 accepted and every value is one it accepts. A message that fails any of these goes to the
 XSD after all (the per-message path of `xml.py`), which gives the explanation the report
 shows, so the report is exactly what validating every message would give. If the
-serialization cannot be cut into exactly the chunk's messages (a Message nested in another,
-say), the whole chunk takes the per-message path.
+text cannot be cut into exactly the chunk's messages (a Message nested in another, say), the
+whole chunk takes the per-message path.
 
 `Batch.survey` (cutting, signatures, and the bulk checks of the messages whose signature already
 has a plan) runs on the reader's worker thread and reads only the chunk's text and lines; plans
@@ -244,12 +244,13 @@ class FileText:
     The bytes not yet part of a chunk (`carry`) wait for the next; `line` is the line the carry starts on.
     A chunk is taken from the bytes only when they agree with what the parser made of them: each of its
     `count` Messages is a piece from `<Message` to its `</Message>`, with only blanks up to the next, and
-    starts on the line the parser gave it; and the chunk holds nothing whose text the parser changes or
-    drops (a comment, CDATA, a processing instruction, a lone carriage return) and no attribute in single
-    quotes. Escaped characters and attributes other than an Amount's currency are `table`'s concern, as
-    in a serialization; a `>` inside a text, which a serialization would escape, sends its message to the
-    XSD. Once a chunk cannot be taken from the bytes the carry is lost: `cut` gives None from then on and
-    the reader serializes its chunks instead. Only a UTF-8 (or ASCII) document is read this way.
+    starts on the line the parser gave it (or, past line 65535, where libxml2's lines run late, no later);
+    and the chunk holds nothing whose text the parser changes or drops (a comment, CDATA, a processing
+    instruction, a lone carriage return) and no attribute in single quotes. Escaped characters and
+    attributes other than an Amount's currency are `table`'s concern, as in a serialization; a `>` in a
+    text (a serialization would escape it) is read as it is. Once a chunk cannot be taken from the bytes
+    the carry is lost: `cut` gives None from then on and the reader serializes its chunks instead. Only
+    a UTF-8 (or ASCII) document is read this way.
     """
 
     def __init__(self) -> None:
@@ -339,13 +340,12 @@ def _item_lines(messages: pl.Series, line: int, item_tag: str) -> pl.Series:
 
 
 def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
-    """Per Message of a chunk (`pieces`: `raw`, its text from just after `<Message`, and `ok`, false if it
-    must go to the XSD): its signature (None if it must go to the XSD), its text values in document order
-    and how many `item_tag` elements it holds (at any depth); None if the pieces are not one per top-level
-    message.
+    """Per Message of a chunk (`pieces`: `raw`, its text from just after `<Message`): its signature (None if
+    it must go to the XSD), its text values in document order (each with the tag ends around it) and how
+    many `item_tag` elements it holds (at any depth); None if the pieces are not one per top-level message.
 
     The pieces are cut just after each `<Message`; a Message nested in another (or any cut that is not
-    one per top-level message) leaves a piece that does not end with `</Message>`: the serializer drops
+    one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
     comments and PIs (`FileText` takes no chunk that has one), and text cannot hold `<`. A chunk that declares a default namespace inside a
     message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
     start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
@@ -353,8 +353,8 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
 
     The signature is the piece with every text that is more than whitespace replaced by MARK; a Type's
     text stays (it decides the columns), and an Amount's currency (or its absence) is a value, so it does
-    not split shapes. Blanks stay as they are (the parser drops most of them), so a signature fixes every
-    element, every blank and every place a value sits. All of it runs in polars, which lets go of the GIL:
+    not split shapes. Blanks stay as they are (a serialization has few, the file's bytes its indentation),
+    so a signature fixes every element, every blank and every place a value sits. All of it runs in polars, which lets go of the GIL:
     the reader's worker thread does this while the parser reads on.
     """
     raw = pl.col("raw")
@@ -438,12 +438,13 @@ class Survey:
     # items' lines are in `lines`.
     places: pl.DataFrame | None = None
 
-    def where(self, ordinal: int) -> tuple[int, list[int]] | None:
-        """The line of a message of the chunk and those of its items, as the bulk checks found them."""
+    def where(self, ordinals: list[int]) -> list[tuple[int, list[int]] | None]:
+        """The line of each of these messages of the chunk and those of its items, as the bulk checks found them."""
         if self.places is None or self.lines is None:
-            return None
-        line, offset, n = self.places.row(ordinal - self.first)
-        return line, self.lines.slice(offset, n).to_list()
+            return [None] * len(ordinals)
+        lines = self.lines.to_list()
+        places = self.places[[ordinal - self.first for ordinal in ordinals]]
+        return [(line, lines[offset:offset + n]) for line, offset, n in places.iter_rows()]
 
 
 class Batch:
