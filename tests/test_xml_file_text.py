@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import pytest
 from polars.testing import assert_frame_equal
@@ -16,6 +17,8 @@ from orderfeeds.readers import xmlfast
 from orderfeeds.readers.model import RawFeed
 from orderfeeds.readers.xml import read_xml
 
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_XML = sorted([*(ROOT / "samples" / "feeds").glob("*.xml"), *(ROOT / "samples" / "cases").glob("*/feed-*.xml")])
 LIMIT = 10**9
 # libxml2 keeps an element's line in 16 bits: past this line its lines are off, so only the file's bytes are right.
 BIG_LINES = 65535
@@ -210,6 +213,14 @@ def test_an_indented_file_is_cut_from_its_bytes(read_both, spy: Spy, kind: str, 
     assert feed.issues.is_empty()
 
 
+@pytest.mark.parametrize("path", SAMPLE_XML, ids=lambda path: path.relative_to(ROOT / "samples").as_posix())
+def test_sample_feeds_are_cut_from_their_bytes(read_both, spy: Spy, path: Path):
+    feed = read_both(path.read_bytes())
+    assert (spy.made, spy.losses) == (1, 0) and set(spy.ways) == {"bytes"}
+    item_tag = "AdjustedItem" if "OrderAdjustment" in path.read_text() else "Item"
+    assert feed.frame.get_column("line").to_list() == record_lines(path.read_text(), item_tag)
+
+
 @pytest.mark.parametrize("read_bytes", [7, 13, xmlreader.READ_BYTES])
 def test_non_ascii_text_split_across_reads_is_cut_from_the_bytes(read_both, spy: Spy,
                                                                   monkeypatch: pytest.MonkeyPatch, read_bytes: int):
@@ -260,9 +271,6 @@ def test_a_greater_than_sign_in_a_text_is_read_as_the_parser_reads_it(read_both,
     assert feed.issues.is_empty()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="src bug: FileText takes `\">` in a text, which table() "
-                   "prepares as an Amount's closing quote, and a spaced `currency = \"EUR\"` drops a value: the counts agree "
-                   "and the plan takes the values shifted")
 def test_a_quote_and_greater_than_in_a_text_beside_a_spaced_currency(read_both, spy: Spy):
     # The XSD accepts both; a serialization would escape the `>` and send the message to the XSD.
     messages = [adjustment(n, promotion='P">EUR').replace('<Amount currency="EUR">-5.00', '<Amount currency = "EUR">-5.00')
@@ -349,9 +357,6 @@ def test_a_lone_cr_in_a_message_ends_no_line(read_both, spy: Spy):
     assert feed.frame.get_column("line").to_list() == record_lines(text, "AdjustedItem")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="src bug: a Message nested in another splits the "
-                   "chunk's bytes at its start tag; when the lines cannot tell (one line) the carry is cut one message "
-                   "short and the next chunk is read from the wrong messages")
 def test_a_nested_message_on_one_line_leaves_the_next_chunks_alone(read_both, spy: Spy):
     # In the first message of the second chunk: its pieces end inside that chunk's last message.
     messages = [adjustment(n) for n in range(1, MESSAGES + 1)]
@@ -426,9 +431,6 @@ def test_lines_past_65535_are_the_true_lines(read_both, spy: Spy, monkeypatch: p
     assert last.get_column("MerchantAdjustmentItemID").to_list()[3] == "a" + " " * 60 + "b"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="src bug: past line 65535 FileText accepts any message "
-                   "line at or after its own count, so a nested Message goes unnoticed and the next chunk is read from "
-                   "the wrong messages")
 def test_a_nested_message_past_65535_leaves_the_next_chunks_alone(read_both, spy: Spy,
                                                                   monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 512)

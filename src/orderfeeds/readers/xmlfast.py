@@ -247,8 +247,8 @@ class FileText:
     starts on the line the parser gave it (or, past line 65535, where libxml2's lines run late, no later);
     and the chunk holds nothing whose text the parser changes or drops (a comment, CDATA, a processing
     instruction, a lone carriage return) and no attribute in single quotes. Escaped characters and
-    attributes other than an Amount's currency are `table`'s concern, as in a serialization; a `>` in a
-    text (a serialization would escape it) is read as it is. Once a chunk cannot be taken from the bytes
+    attributes other than an Amount's currency are `table`'s concern, as in a serialization; a message with
+    a `>` in a text (a serialization would escape it) goes to the XSD. Once a chunk cannot be taken from the bytes
     the carry is lost: `cut` gives None from then on and the reader serializes its chunks instead. Only
     a UTF-8 (or ASCII) document is read this way.
     """
@@ -279,8 +279,13 @@ class FileText:
         ).explode("t").slice(0, count + 1).with_columns(
             t.str.len_bytes().cast(pl.Int64).alias("bytes"),
             t.str.count_matches("\n", literal=True).cast(pl.Int64).alias("nl"),
+            # A piece that does not end a Message holds the start of one nested in it (or is the chunk's last):
+            # then the chunk's end would be misplaced.
+            t.str.strip_chars_end(WS).str.ends_with(_MESSAGE_END).alias("whole"),
+            # A `>` in a text would be escaped in a serialization, and here it could pass for a tag's end.
+            (t.str.count_matches("<", literal=True) + 1 == t.str.count_matches(">", literal=True)).alias("ok"),
         ).collect()
-        if pieces.height != count + 1:
+        if pieces.height != count + 1 or not pieces.get_column("whole").slice(1, count - 1).all():
             return self._lose()
         head, messages = pieces.row(0, named=True), pieces.slice(1)
         # The chunk's last message runs to its first `</Message>` (the others to the next `<Message`: `table`
@@ -312,7 +317,10 @@ class FileText:
             if cut.str.contains("\r", literal=True).any():
                 return self._lose()  # the parser reads a lone CR as LF
         item_lines = _item_lines(cut, lines.item(0), item_tag)
-        return pl.DataFrame({"raw": cut}), lines, item_lines
+        # (The last message's piece may run on past its end: it is judged as cut.)
+        ok = pl.concat([messages.get_column("ok").head(count - 1),
+                        pl.Series([last.count("<") + 1 == last.count(">")])])
+        return pl.DataFrame({"raw": cut, "ok": ok}), lines, item_lines
 
     def _lose(self) -> None:
         self.lost = True
@@ -340,9 +348,10 @@ def _item_lines(messages: pl.Series, line: int, item_tag: str) -> pl.Series:
 
 
 def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
-    """Per Message of a chunk (`pieces`: `raw`, its text from just after `<Message`): its signature (None if
-    it must go to the XSD), its text values in document order (each with the tag ends around it) and how
-    many `item_tag` elements it holds (at any depth); None if the pieces are not one per top-level message.
+    """Per Message of a chunk (`pieces`: `raw`, its text from just after `<Message`, and maybe `ok`, false
+    for a message that must go to the XSD): its signature (None if it must go to the XSD), its text values
+    in document order (each with the tag ends around it) and how many `item_tag` elements it holds (at any
+    depth); None if the pieces are not one per top-level message.
 
     The pieces are cut just after each `<Message`; a Message nested in another (or any cut that is not
     one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
@@ -362,6 +371,7 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
         raw.str.strip_chars_end(WS).str.strip_suffix(_ENVELOPE_END)
         # In one pass: no two of these overlap, and each replacement is what replacing them in turn gives.
         .str.replace_many(list(_PREPARED), list(_PREPARED.values())),
+        *[column for column in ("ok",) if column in pieces.columns],
     ).collect()
     cut = parts.get_column("raw")
     # Items are counted where they are written, and a default namespace declared inside a message would make
@@ -372,6 +382,8 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
     # An escaped character would need unescaping, and only an Amount's currency may be an attribute
     # (prepared, it no longer reads `="`).
     usable = raw.str.starts_with(">") & ~raw.str.contains(r'&|="')
+    if "ok" in pieces.columns:
+        usable = usable & pl.col("ok")
     return parts.lazy().select(
         pl.when(usable).then(raw.str.replace_all(_TEXT, ">" + MARK + "<")).alias("sig"),
         raw.str.extract_all(_TEXT).alias("vals"),
@@ -502,10 +514,9 @@ class Batch:
         columns, when only the value columns `used` have a value in some plan (the others are null)."""
         if used in self.expressions:
             return self.expressions[used]
-        # A value is cut out with the tag ends around it; only those go (a text in the file's own bytes may
-        # hold a `>`).
-        cut = [pl.col("vals").list.get(pl.col(f"p:{c}"), null_on_oob=True).str.strip_prefix(">").str.strip_suffix("<")
-               .str.strip_chars(WS).alias(f"v:{c}") if c in used else pl.lit(None, pl.String).alias(f"v:{c}")
+        # A value is cut out with the tag ends around it (a text on the bulk path holds neither `<` nor `>`).
+        cut = [pl.col("vals").list.get(pl.col(f"p:{c}"), null_on_oob=True).str.strip_chars(WS + "<>").alias(f"v:{c}")
+               if c in used else pl.lit(None, pl.String).alias(f"v:{c}")
                for c in self.value_columns]
         cut.append(pl.col("vals").list.gather(pl.col("_cur"))
                    .list.eval(pl.element().str.strip_chars(WS + '<>"').filter(pl.element() != ABSENT))
