@@ -88,7 +88,6 @@ from orderfeeds.errors import FeedError
 from orderfeeds.feedtypes import ADJUSTMENT_REASONS, CANCEL_REASONS, FeedType, Field, Kind
 from orderfeeds.readers import xmlfast
 from orderfeeds.readers.model import ISSUE_SCHEMA, UNCHUNKED, RawFeed, joined, record_columns
-from orderfeeds.readers.text import UTF8_BOM
 
 # ----------------------------------------------------------------------------- fields
 
@@ -795,10 +794,10 @@ class _Reader:
         batch, stream = self.batch, self.stream
         assert batch is not None and stream is not None
         blocks = stream.take()
-        if blocks is None:
+        if blocks is None:  # the tee stopped keeping them: serialized from now on
             self.file_text = None
         text: str | tuple[xmlfast.FileText, list[bytes]]
-        if self.file_text is not None and blocks is not None:
+        if self.file_text is not None:
             text, item_lines = (self.file_text, blocks), None  # the worker counts the lines in the bytes
         else:
             text, item_lines = etree.tostring(root, encoding="unicode"), self._item_lines(root)
@@ -1088,20 +1087,22 @@ def _prolog_declaration(data: bytes) -> int | None:
         i = end + 2 if text[end] == ord("?") else end + 3
 
 
-def _prolog_bytes(data: bytes) -> bytes:
-    """The file's start in an ASCII-compatible form: UTF-16/32 files are decoded (their start)."""
-    wide = None
+def _wide(data: bytes) -> tuple[bytes, str] | None:
+    """A UTF-16/32 file's start (after its byte order mark) and its codec; None for an ASCII-compatible one."""
     for mark, codec in ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
                         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
         if data.startswith(mark):
-            wide = (data[len(mark):WIDE_PROLOG_BYTES], codec)
-            break
-    else:
-        for start, codec in ((b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
-                             (b"\x00<\x00", "utf-16-be"), (b"<\x00", "utf-16-le")):
-            if data.startswith(start):
-                wide = (data[:WIDE_PROLOG_BYTES], codec)
-                break
+            return data[len(mark):WIDE_PROLOG_BYTES], codec
+    for start, codec in ((b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+                         (b"\x00<\x00", "utf-16-be"), (b"<\x00", "utf-16-le")):
+        if data.startswith(start):
+            return data[:WIDE_PROLOG_BYTES], codec
+    return None
+
+
+def _prolog_bytes(data: bytes) -> bytes:
+    """The file's start in an ASCII-compatible form: UTF-16/32 files are decoded (their start)."""
+    wide = _wide(data)
     if wide is None:
         return data  # UTF-8 or another ASCII-compatible encoding: markup bytes are ASCII
     chunk, codec = wide
@@ -1122,10 +1123,10 @@ _DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*["
 def _utf8(head: bytes) -> bool:
     """Whether a document starting with these bytes is read as UTF-8 (or ASCII), as libxml2 decides: by a
     byte order mark, else the declared encoding, else UTF-8. A declaration cut off reads as not UTF-8."""
-    if head.startswith(UTF8_BOM):
-        head = head[len(UTF8_BOM):]
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head[:4]:
+    if _wide(head) is not None:
         return False
+    if head.startswith(codecs.BOM_UTF8):
+        head = head[len(codecs.BOM_UTF8):]
     if not head.startswith(b"<?xml"):
         return True
     end = head.find(b"?>")

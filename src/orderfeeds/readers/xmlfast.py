@@ -282,8 +282,6 @@ class FileText:
             # A piece that does not end a Message holds the start of one nested in it (or is the chunk's last):
             # then the chunk's end would be misplaced.
             t.str.strip_chars_end(WS).str.ends_with(_MESSAGE_END).alias("whole"),
-            # A `>` in a text would be escaped in a serialization, and here it could pass for a tag's end.
-            (t.str.count_matches("<", literal=True) + 1 == t.str.count_matches(">", literal=True)).alias("ok"),
         ).collect()
         if pieces.height != count + 1 or not pieces.get_column("whole").slice(1, count - 1).all():
             return self._lose()
@@ -317,9 +315,8 @@ class FileText:
             if cut.str.contains("\r", literal=True).any():
                 return self._lose()  # the parser reads a lone CR as LF
         item_lines = _item_lines(cut, lines.item(0), item_tag)
-        # (The last message's piece may run on past its end: it is judged as cut.)
-        ok = pl.concat([messages.get_column("ok").head(count - 1),
-                        pl.Series([last.count("<") + 1 == last.count(">")])])
+        # A `>` in a text would be escaped in a serialization, and here it could pass for a tag's end.
+        ok = cut.str.count_matches("<", literal=True) + 1 == cut.str.count_matches(">", literal=True)
         return pl.DataFrame({"raw": cut, "ok": ok}), lines, item_lines
 
     def _lose(self) -> None:
@@ -355,16 +352,16 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
 
     The pieces are cut just after each `<Message`; a Message nested in another (or any cut that is not
     one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
-    comments and PIs (`FileText` takes no chunk that has one), and text cannot hold `<`. A chunk that declares a default namespace inside a
-    message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
+    comments and PIs (`FileText` takes no chunk that has one), and text cannot hold `<`. A chunk that
+    declares a default namespace inside a message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
     start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
     for texts finds the values and leaves the Types.
 
     The signature is the piece with every text that is more than whitespace replaced by MARK; a Type's
     text stays (it decides the columns), and an Amount's currency (or its absence) is a value, so it does
     not split shapes. Blanks stay as they are (a serialization has few, the file's bytes its indentation),
-    so a signature fixes every element, every blank and every place a value sits. All of it runs in polars, which lets go of the GIL:
-    the reader's worker thread does this while the parser reads on.
+    so a signature fixes every element, every blank and every place a value sits. All of it runs in
+    polars, which lets go of the GIL: the reader's worker thread does this while the parser reads on.
     """
     raw = pl.col("raw")
     parts = pieces.lazy().select(
