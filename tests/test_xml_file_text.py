@@ -466,3 +466,57 @@ def test_a_broken_file_raises_the_same_error(monkeypatch: pytest.MonkeyPatch, cu
         errors.append((caught.value.name, caught.value.message, caught.value.line))
     assert errors[0][0] == "malformed-xml"
     assert errors[1] == errors[0]
+
+
+# ----------------------------------------------------------------------------- long blanks
+
+
+LONG = "\t" + " " * 70  # squeezed from 64 spaces on (xmlfast.LONG_BLANK)
+
+
+@pytest.mark.parametrize("read_bytes", [13, 100, xmlreader.READ_BYTES])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "lone-cr"])
+def test_long_blanks_between_tags_are_squeezed_and_the_lines_still_count(read_both, spy: Spy,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          read_bytes: int, newline: str):
+    # Long blanks holding line breaks, inside messages and between them: cut to their line feeds in the bytes
+    # kept (those split between reads stay), so the chunks stay small and every line is where libxml2 says.
+    monkeypatch.setattr(xmlreader, "READ_BYTES", read_bytes)
+    squeezed, saved = xmlfast.squeezed, []
+
+    def spied(block: bytes) -> bytes:
+        out = squeezed(block)
+        saved.append(len(block) - len(out))
+        return out
+
+    monkeypatch.setattr(xmlfast, "squeezed", spied)
+    blank = LONG + newline + LONG + newline + LONG
+    text = adjustments().replace(">\n", ">" + blank)
+    feed = read_both(text.encode())
+    if read_bytes < len(blank):
+        assert not any(saved)
+        if newline == "\r":  # a lone CR kept in a message: the parser would read it as LF in a text
+            assert spy.losses == 1
+    else:
+        assert sum(saved) > len(text) // 2
+        spy.assert_used(chunks=3)
+    assert feed.frame.get_column("line").to_list() == record_lines(text, "AdjustedItem")
+    assert feed.issues.is_empty()
+
+
+@pytest.mark.parametrize("value", [LONG, "A" + LONG + "B", LONG + "A", "A" + LONG],
+                         ids=["whole-content", "inside", "leading", "trailing"])
+def test_long_blanks_in_a_text_are_read_as_the_parser_reads_them(read_both, spy: Spy, value: str):
+    # Only a blank between two tags is squeezed; a text keeps its own blanks, and an element holding only a
+    # blank has no plan, as an empty one has none.
+    feed = read_both(adjustments(adjustment_item=value, promotion=value).encode())
+    assert (spy.made, spy.losses) == (1, 0) and set(spy.ways) == {"bytes"}
+    row = feed.frame.row(ODD, named=True)
+    shown = " ".join(value.split()) or None
+    assert (row["MerchantAdjustmentItemID"], row["MerchantPromotionID"]) in ((value, value), (shown, shown))
+
+
+def test_squeezed_keeps_line_feeds_only_between_tags():
+    block = b"<A>" + b" " * 70 + b"\r\n" + b"\t" * 10 + b"\r" + b" " * 5 + b"\n<B>x" + b" " * 70 + b"y</B>"
+    assert xmlfast.squeezed(block) == b"<A>\n\n<B>x" + b" " * 70 + b"y</B>"
+    assert xmlfast.squeezed(b"<A>" + b" " * 63 + b"<B>") == b"<A>" + b" " * 63 + b"<B>"

@@ -404,32 +404,41 @@ def _chunks(source: bytes | Path) -> Iterator[bytes]:
 
 
 class _Tee:
-    """The file as the parser reads it, keeping the bytes read since the last chunk was handed out."""
+    """The file as the parser reads it, keeping the bytes read since the last chunk was handed out.
+
+    The file is read in blocks of READ_BYTES, which the parser is given in the pieces it asks for: many small
+    blocks, freed on the worker thread at each chunk, would leave the allocator's heap fragmented."""
 
     def __init__(self, stream: BinaryIO, keep: bool):
         self.stream = stream
         self.blocks: list[bytes] | None = [] if keep else None  # None: not kept (any more)
         self.kept = 0
+        self.block = b""  # the block being given to the parser, and how much of it it has had
+        self.given = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(READ_BYTES if size < 0 else min(size, READ_BYTES))
-        if self.blocks is not None:
-            self.kept += len(data)
-            if self.kept > KEPT_BYTES:
-                self.blocks = None
-            else:
-                self.blocks.append(data)
-        return data
+        if self.given >= len(self.block):
+            self.block, self.given = self.stream.read(READ_BYTES), 0
+            if self.blocks is not None:
+                self.kept += len(self.block)
+                if self.kept > KEPT_BYTES:
+                    self.blocks = None
+                else:
+                    self.blocks.append(xmlfast.squeezed(self.block))
+        start = self.given
+        self.given = len(self.block) if size < 0 else min(len(self.block), start + size)
+        return self.block[start:self.given]
 
     def take(self) -> list[bytes] | None:
-        """The bytes kept since the last call (None if some were not kept)."""
+        """The bytes kept since the last call (None if some were not kept); the parser may not have had all yet."""
         blocks = self.blocks
         if blocks is not None:
             self.blocks, self.kept = [], 0
         return blocks
 
     def tell(self) -> int:
-        return self.stream.tell()
+        """How much of the file the parser has been given."""
+        return self.stream.tell() - (len(self.block) - self.given)
 
     @property
     def closed(self) -> bool:

@@ -225,6 +225,23 @@ _BIG_LINES = 65535
 _DECLARATION = re.compile("\\A\ufeff?<\\?xml[^>]*\\?>")
 
 
+_LONG_BLANK_BYTES = LONG_BLANK.encode()
+_BLANK_RUN = re.compile(rb"(?<=>)[ \t\r\n]{64,}(?=<)")
+
+
+def squeezed(block: bytes) -> bytes:
+    """A block of the file's bytes with each long blank between tags cut to its line feeds (libxml2 counts a line
+    at each LF, none at a lone CR), so that lines still count: a chunk's text is copied a few times, the parser
+    drops those blanks, and so does a serialization. A blank split between two blocks stays."""
+    if _LONG_BLANK_BYTES not in block:
+        return block
+    return _BLANK_RUN.sub(_line_breaks, block)
+
+
+def _line_breaks(run: re.Match[bytes]) -> bytes:
+    return b"\n" * run.group().count(b"\n")
+
+
 def serialized_messages(serialized: str, count: int) -> pl.DataFrame | None:
     """The first `count` Messages of an envelope serialized by libxml2, as `table` takes them; None if there
     are fewer."""
@@ -268,7 +285,9 @@ class FileText:
         past line 65535 the line of its first child, often the next line."""
         if self.lost:
             return None
-        data = self.carry + b"".join(blocks)
+        blocks.insert(0, self.carry)
+        data = b"".join(blocks)
+        del blocks[:]  # the chunk's bytes are held once, not twice, while they are cut
         # The bytes after the chunk may end mid-character, or not be text at all where the parser has not
         # yet said so: they are carried over as bytes, never read. The chunk's own bytes are valid UTF-8,
         # the parser having read them, so byte offsets in the decoded text hold up to the chunk's end.
