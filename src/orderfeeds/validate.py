@@ -164,13 +164,13 @@ def _build_schema(fields: tuple[Field, ...], cross: tuple[CrossCheck, ...]) -> t
                                                 "template": pl.String, "sub": pl.Int32})
 
 
-def find_issues(frame: pl.DataFrame, fields: tuple[Field, ...], column_order: tuple[str, ...] = (),
+def find_issues(frame: pl.DataFrame | pl.LazyFrame, fields: tuple[Field, ...], column_order: tuple[str, ...] = (),
                 cross: tuple[CrossCheck, ...] = ()) -> pl.DataFrame:
     """Every check every row fails, as issues keyed by `seq` and ranked by column order."""
     schema, lookup = _schema(fields, cross)
     # Most rows are valid: one fused polars pass finds the few pandera has to explain, so its
     # per-check passes run over those rows only. A test holds the two to the same verdicts.
-    frame = frame.filter(~frame.select(passes_all(fields, cross)).to_series())
+    frame = frame.lazy().filter(~passes_all(fields, cross)).collect()
     if frame.height == 0:
         return pl.DataFrame(schema=ISSUE_SCHEMA)
     try:
@@ -212,7 +212,7 @@ def minus_flag(canonical: str) -> str:
     return f"{canonical}:minus"
 
 
-def cast_fields(frame: pl.DataFrame, fields: tuple[Field, ...]) -> pl.DataFrame:
+def cast_fields(frame: pl.DataFrame | pl.LazyFrame, fields: tuple[Field, ...]) -> pl.DataFrame:
     """Typed columns under canonical names; only call it on rows that passed validation."""
     exprs = []
     for field in fields:
@@ -233,7 +233,8 @@ def cast_fields(frame: pl.DataFrame, fields: tuple[Field, ...]) -> pl.DataFrame:
         if field.kind is Kind.AMOUNT:
             # "-0.00" casts to zero; the sign rules still need to know a minus was written.
             exprs.append(value.str.starts_with("-").fill_null(False).alias(minus_flag(field.canonical)))
-    return frame.select(*[c for c in ID_COLUMNS if c in frame.columns], *exprs)
+    names = frame.collect_schema().names()
+    return frame.lazy().select(*[c for c in ID_COLUMNS if c in names], *exprs).collect()
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,16 @@ CROSS_CHECKS: dict[FeedType, tuple[CrossCheck, ...]] = {
 def validate_records(raw: RawFeed) -> ValidRecords:
     """Validate a raw feed; a bad record is an issue row, never an exception."""
     cross = CROSS_CHECKS.get(raw.feed_type, ())
-    checked = raw.frame.join(raw.issues.select("seq").unique(), on="seq", how="anti")
-    issues = pl.concat([raw.issues, find_issues(checked, raw.fields, raw.column_order, cross)])
-    valid = checked.join(issues.select("seq").unique(), on="seq", how="anti")
-    return ValidRecords(records=cast_fields(valid, raw.fields), issues=issues)
+    # Lazy filters, not anti joins: the records are never copied whole, only the failing rows and the typed
+    # records are made (a copy of every string column of a piece would be its largest part).
+    checked = _without(raw.frame.lazy(), raw.issues)
+    found = find_issues(checked, raw.fields, raw.column_order, cross)
+    return ValidRecords(records=cast_fields(_without(checked, found), raw.fields),
+                        issues=pl.concat([raw.issues, found]))
+
+
+def _without(rows: pl.LazyFrame, issues: pl.DataFrame) -> pl.LazyFrame:
+    """The rows without an issue."""
+    if issues.is_empty():
+        return rows
+    return rows.filter(~pl.col("seq").is_in(issues.get_column("seq").unique().implode()))
