@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,3 +79,19 @@ def test_refund_totals_add_up_over_pieces(tmp_path: Path, small_xml_pieces: None
     assert pieces.results[0].refunded == whole.results[0].refunded
     assert pieces.results[0].rows.equals(whole.results[0].rows)
     assert_frame_equal(pieces.state.sort("order-id", "order-item-id"), whole.state.sort("order-id", "order-item-id"))
+
+
+@pytest.mark.parametrize("chunk_records", [0, 1])
+def test_money_of_an_adjustment_without_a_currency_is_totalled_in_its_lines_currency(
+        tmp_path: Path, small_xml_pieces: None, chunk_records: int):
+    """An XML adjustment may name no currency: its money moves in its line's currency, and the summary totals it
+    there, read whole or in pieces (pieces with and without a named currency once could not be combined)."""
+    snapshot = CASE / "snapshot.tsv"
+    named = process_feeds([CASE / "feed-1.xml"], snapshot, tmp_path / "a", replace(OPTIONS, chunk_records=chunk_records))
+    unnamed_feed = tmp_path / "feed-1.xml"
+    unnamed_feed.write_bytes(re.sub(rb' currency="[A-Z]{3}"', b"", (CASE / "feed-1.xml").read_bytes()))
+    assert b"currency=" not in unnamed_feed.read_bytes()
+    unnamed = process_feeds([unnamed_feed], snapshot, tmp_path / "b", replace(OPTIONS, chunk_records=chunk_records))
+    assert set(named.results[0].refunded) == {"EUR", "USD"}
+    assert unnamed.results[0].refunded == named.results[0].refunded
+    assert_frame_equal(unnamed.state.sort("order-id", "order-item-id"), named.state.sort("order-id", "order-item-id"))

@@ -132,9 +132,10 @@ def refund_totals(records: pl.DataFrame, outcomes: pl.DataFrame) -> dict[str, di
     from orderfeeds.apply.adjustment import COMPONENTS
 
     warnings = [e.name for e in catalogue.CATALOGUE if e.severity is catalogue.Severity.WARNING]
-    applied = outcomes.filter(pl.col("error").is_null() | pl.col("error").is_in(warnings)).select("seq")
+    # The currency the money moved in, as apply found it: a record that names none moves its line's.
+    applied = outcomes.filter(pl.col("error").is_null() | pl.col("error").is_in(warnings)).select("seq", "currency")
     present = [c for c in COMPONENTS if c in records.columns]
-    moved = records.join(applied, on="seq", how="semi")
+    moved = records.drop("currency", strict=False).join(applied, on="seq", how="inner")
     if moved.height == 0:
         return {}
     sums = (moved.group_by("currency").agg(*[pl.col(c).fill_null(0).sum() for c in present])

@@ -27,7 +27,10 @@ from orderfeeds.apply.state import (
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.snapshot import KEY
 
-OUTCOME_SCHEMA = {"seq": pl.UInt32, "error": pl.String, "message": pl.String, "counts-toward-rate": pl.Boolean}
+# `currency`: what an adjustment's money moves in, its own or else its line's (null for a cancellation, and for a
+# record that names no line).
+OUTCOME_SCHEMA = {"seq": pl.UInt32, "error": pl.String, "message": pl.String, "counts-toward-rate": pl.Boolean,
+                  "currency": pl.String}
 
 __all__ = ["Applied", "apply_records", "empty_history"]
 

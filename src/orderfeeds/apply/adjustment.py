@@ -202,6 +202,8 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
         pl.when(warn).then(pl.format("applied, but it is identical to record {} of {}; check the refund was "
                                      "not sent twice", C("same-record"), C("same-feed"))).otherwise(C("message")).alias("message"),
         pl.lit(False).alias("counts-toward-rate"),
+        # An XML adjustment may name no currency: its money moves in its line's (a different one is an error).
+        pl.coalesce(C("currency"), C("l-currency")).alias("currency"),
     )
     # Select, then filter: filtering first would copy every column of the joined frame.
     effects = judged.lazy().filter(C("error").is_null()).select(

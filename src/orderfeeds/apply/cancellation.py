@@ -109,6 +109,7 @@ def evaluate_cancellations(batch: pl.DataFrame, state: pl.DataFrame) -> tuple[pl
         pl.when(warn).then(pl.lit("counts-toward-cancellation-rate")).otherwise(C("error")).alias("error"),
         pl.when(warn).then(pl.lit(COUNTS_WARNING)).otherwise(C("message")).alias("message"),
         (applied & ~buyer_asked.fill_null(False)).alias("counts-toward-rate"),
+        pl.lit(None, pl.String).alias("currency"),
     )
     accepted = judged.filter(C("error").is_null() & ~C("ack"))
     items = accepted.filter(C("order-item-id").is_not_null()).select(
