@@ -1012,15 +1012,25 @@ class _Reader:
             "seq", pl.lit(0, pl.Int32).alias("rank"), pl.lit("schema-violation").alias("error"), "message",
         ).cast(ISSUE_SCHEMA)
         issues = pl.concat([schema_issues, self._duplicates(frame)]).sort("seq", maintain_order=True)
-        frame = frame.select(*record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item"), first=start),
-                             *[pl.col(f.name) for f in self.fields])
+        frame = _empty_as_constants(frame.select(
+            *record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item"), first=start),
+            *[pl.col(f.name) for f in self.fields]))
         return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
                        column_order=tuple(f.name for f in self.fields))
 
 
 def _in_file_order(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """A chunk's records, bulk and per-message, as one frame in file order."""
-    return pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item")
+    return _empty_as_constants(pl.concat(parts, how="vertical_relaxed").sort("_msg", "_item"))
+
+
+def _empty_as_constants(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with each String column that holds no value made a constant null: polars then keeps one value for
+    it instead of 16 bytes a row, and filters and casts keep it so. Most price components are empty in most feeds."""
+    height = frame.height
+    empty = [name for name, dtype in frame.schema.items()
+             if dtype == pl.String and frame.get_column(name).null_count() == height]
+    return frame.with_columns(pl.lit(None, pl.String).alias(name) for name in empty) if empty and height else frame
 
 
 def _children(root: etree._Element, offsets: list[int]) -> Iterator[etree._Element]:
