@@ -73,6 +73,7 @@ import io
 import re
 import threading
 from array import array
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -483,16 +484,16 @@ class _Reader:
         self.order_tags: tuple[str, ...] = ()
         self.item_tags: tuple[str, ...] = ()
         self.root: etree._Element | None = None
-        # The chunk whose bulk checks the worker thread is running (made on the first hand-out).
-        self.job: Future[xmlfast.Survey] | None = None
+        # The chunks handed out and not yet settled, oldest first: the worker's job (made on the first hand-out)
+        # and what it was handed, should the chunk have to be serialized after all. At most two: a chunk cut from
+        # the file's bytes is handed out before the one before it is settled.
+        self.jobs: deque[tuple[Future[xmlfast.Survey], tuple]] = deque()
         self.message_lines = array("q")  # of the messages not yet handed out
         self.worker: ThreadPoolExecutor | None = None
         self.stream: _Tee | None = None
         self.flushed_bytes = 0
-        # The chunks' text is cut from the file's bytes (None once they are serialized instead), and what
-        # the chunk out with the worker was handed, should it have to be serialized after all.
+        # The chunks' text is cut from the file's bytes (None once they are serialized instead).
         self.file_text: xmlfast.FileText | None = None
-        self.handed: tuple = ()
 
     # -- the stream --------------------------------------------------------------
 
@@ -812,10 +813,10 @@ class _Reader:
             text, item_lines = etree.tostring(root, encoding="unicode"), self._item_lines(root)
         message_lines = pl.Series(self.message_lines, dtype=pl.Int64)
         self.message_lines = array("q")
-        self.handed = (count, first, self.item_tag, message_lines, item_lines, batch.lookup(), batch.plan_table())
+        handed = (count, first, self.item_tag, message_lines, item_lines, batch.lookup(), batch.plan_table())
         if self.worker is None:
             self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderfeeds-xml")
-        self.job = self.worker.submit(batch.survey, text, *self.handed)
+        self.jobs.append((self.worker.submit(batch.survey, text, *handed), handed))
 
     def _item_lines(self, root: etree._Element) -> pl.Series:
         """The lines of the items under the root, in document order, as the parser gives them."""
@@ -842,10 +843,15 @@ class _Reader:
             plan_of: dict[str, int] = {}
             signatures = batch.signatures
             candidates = unplanned.select("sig", (pl.col("_msg") - first).alias("row")).drop_nulls("sig")
-            # Every plan made so far was in the lookup the chunk was handed out with (plans are only made here,
-            # and the chunk before was settled first), so a signature without one is new or known to have none.
-            new = [(signature, rows) for signature, rows in
-                   candidates.group_by("sig").agg(pl.col("row").head(3)).iter_rows() if signature not in signatures]
+            # A signature without a plan in the lookup the chunk was handed out with is new, known to have none, or
+            # got its plan since (when the chunk before, settled after this one was handed out, had it too).
+            new = []
+            for signature, rows in candidates.group_by("sig").agg(pl.col("row").head(3)).iter_rows():
+                known = signatures.get(signature, False)
+                if known is False:
+                    new.append((signature, rows))
+                elif known is not None:
+                    plan_of[signature] = known.id
             needed = sorted({row for _, rows in new for row in rows})
             element = dict(zip(needed, _children(root, needed), strict=True))
             for signature, rows in new:
@@ -879,8 +885,8 @@ class _Reader:
         return pl.concat(parts) if parts else None
 
     def _flush(self) -> None:
-        """Close a chunk: settle the chunk before it (whose bulk checks ran meanwhile), hand this one's
-        out, and turn the settled records into one frame in file order."""
+        """Close a chunk: hand it out and settle the chunk before it (whose bulk checks ran meanwhile), and turn
+        the settled records into one frame in file order."""
         first, count = self.flushed_messages + 1, self.messages - self.flushed_messages
         self.flushed_messages = self.messages
         if self.stream is not None and not self.stream.closed:
@@ -888,10 +894,16 @@ class _Reader:
         root = self.root
         parts = []
         if self.fast and root is not None:
-            # The chunk before goes first: its messages are the first children of the root.
-            parts = self._settled(root)
-            if count:
+            if count and self.file_text is not None and self.stream is not None and self.stream.blocks is not None:
+                # Cut from the file's bytes, the chunk needs no element: it is handed out first, so that the worker
+                # has it while the chunk before is settled here.
                 self._hand_out(root, first, count)
+                parts = self._settled(root, leave=1)
+            else:
+                # Serialized, the chunk before must go first: its messages are the first children of the root.
+                parts = self._settled(root)
+                if count:
+                    self._hand_out(root, first, count)
         elif root is not None and self.last is not None and self.last.getparent() is root:
             # The per-message path is done with the chunk's messages; the last one stays, as its tail may
             # still be growing in the parser.
@@ -899,24 +911,24 @@ class _Reader:
         self._close(parts)
 
     def _drain(self) -> None:
-        """At the end of the file: settle the chunk still out."""
-        if self.root is not None:
+        """At the end of the file: settle the chunks still out."""
+        while self.root is not None and self.jobs:
             self._close(self._settled(self.root))
 
-    def _settled(self, root: etree._Element) -> list[pl.DataFrame]:
-        """The bulk records of the chunk handed out last, if any, once settled; its messages are let go."""
-        if self.job is None:
+    def _settled(self, root: etree._Element, leave: int = 0) -> list[pl.DataFrame]:
+        """The bulk records of the oldest chunk out, if more than `leave` are out, once settled; its messages are
+        let go."""
+        if len(self.jobs) <= leave:
             return []
-        survey = self.job.result()
-        self.job = None
+        job, handed = self.jobs.popleft()
+        survey = job.result()
         if survey.lost:
             # The file's bytes did not match the chunk: it is serialized after all, and so is every chunk after it.
             assert self.batch is not None and self.stream is not None
             self.file_text = self.stream.blocks = None
-            count, first, item_tag, message_lines, _, known, plans = self.handed
+            count, first, item_tag, message_lines, _, known, plans = handed
             survey = self.batch.survey(etree.tostring(root, encoding="unicode"), count, first, item_tag, message_lines,
                                        self._item_lines(root), known, plans)
-        self.handed = ()
         fast = self._settle(survey, root)
         # Memory stays flat: the chunk's messages are done. While the parser runs, the next chunk's messages
         # follow them, so none of them is the last, whose tail may still grow.
