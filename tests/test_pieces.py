@@ -95,3 +95,17 @@ def test_money_of_an_adjustment_without_a_currency_is_totalled_in_its_lines_curr
     assert set(named.results[0].refunded) == {"EUR", "USD"}
     assert unnamed.results[0].refunded == named.results[0].refunded
     assert_frame_equal(unnamed.state.sort("order-id", "order-item-id"), named.state.sort("order-id", "order-item-id"))
+
+
+def test_a_feed_is_read_in_pieces_of_its_formats_default(monkeypatch: pytest.MonkeyPatch, small_xml_pieces: None):
+    """No piece size given: an XML feed is read XML_CHUNK_RECORDS records at a time, a flat one CHUNK_RECORDS."""
+    import orderfeeds.readers as readers
+
+    monkeypatch.setattr(readers, "XML_CHUNK_RECORDS", 2)
+    monkeypatch.setattr(readers, "CHUNK_RECORDS", 3)
+    xml_sizes = [piece.frame.height for piece in iter_feed(CASE / "feed-1.xml", chunk_records=None)]
+    flat = sorted(Path(__file__).resolve().parent.parent.glob("samples/feeds/*.txt"))[0]
+    flat_sizes = [piece.frame.height for piece in iter_feed(flat, chunk_records=None)]
+    assert len(xml_sizes) > 1 and all(size >= 2 for size in xml_sizes[:-1]) and max(xml_sizes) < sum(xml_sizes)
+    assert len(flat_sizes) > 1 and max(flat_sizes) <= 4
+    assert [piece.frame.height for piece in iter_feed(CASE / "feed-1.xml", chunk_records=0)] == [sum(xml_sizes)]

@@ -15,7 +15,7 @@ from orderfeeds.errors import OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult
 from orderfeeds.pipeline import ProcessOptions, process_feeds
-from orderfeeds.readers import CHUNK_RECORDS
+from orderfeeds.readers import CHUNK_RECORDS, XML_CHUNK_RECORDS
 from orderfeeds.runner import Locked, RunOptions, run_spool
 from orderfeeds.snapshot import read_snapshot, write_snapshot
 from orderfeeds.state.store import DEFAULT_URL, StateError, open_store
@@ -49,8 +49,9 @@ def main() -> None:
     """Validate and apply order cancellation and adjustment feeds; write a report per feed."""
 
 
-chunk_option = click.option("--chunk-records", default=CHUNK_RECORDS, show_default=True, type=click.IntRange(min=1),
-                            metavar="N", help="Records read, validated and applied at a time; lower it to use less memory.")
+chunk_option = click.option("--chunk-records", default=None, type=click.IntRange(min=1), metavar="N",
+                            help=f"Records read, validated and applied at a time; lower it to use less memory. "
+                                 f"[default: {CHUNK_RECORDS:,} for a flat file, {XML_CHUNK_RECORDS:,} for XML]")
 
 
 @main.command()
@@ -68,7 +69,7 @@ chunk_option = click.option("--chunk-records", default=CHUNK_RECORDS, show_defau
               help="Fallback encoding for flat files that are not UTF-8.")
 @chunk_option
 def process(feeds: tuple[Path, ...], snapshot: Path, out_dir: Path, as_of: str, write_snapshot: Path | None,
-            feed_type: str | None, encoding: str, chunk_records: int) -> None:
+            feed_type: str | None, encoding: str, chunk_records: int | None) -> None:
     """Apply FEED files, in the order given, to a snapshot file and write their reports.
 
     Nothing is kept between calls: use it to see which records would be rejected, and why.
@@ -136,7 +137,7 @@ state_option = click.option("--state", "state_url", default=DEFAULT_URL, show_de
 @click.option("--encoding", default="cp1252", show_default=True, callback=_encoding,
               help="Fallback encoding for flat files that are not UTF-8.")
 @chunk_option
-def run(root: Path, state_url: str, as_of: str, encoding: str, chunk_records: int) -> None:
+def run(root: Path, state_url: str, as_of: str, encoding: str, chunk_records: int | None) -> None:
     """Process every feed in ROOT/inbox against the persistent state (the cron job).
 
     Oldest file first; each feed is one transaction; an overlapping run exits 75 at once.

@@ -15,7 +15,6 @@ from orderfeeds.errors import FeedError, OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult, assemble_rows, combined, fatal_result, note_rows, refund_totals
 from orderfeeds.readers import (
-    CHUNK_RECORDS,
     DEFAULT_MAX_BYTES,
     RawFeed,
     feed_head,
@@ -38,8 +37,9 @@ class ProcessOptions:
     encoding: str = "cp1252"
     max_bytes: int = DEFAULT_MAX_BYTES
     as_of: str = ""
-    # A feed is read, validated and applied this many records at a time (0: whole), by `process` and `run`.
-    chunk_records: int = CHUNK_RECORDS
+    # A feed is read, validated and applied this many records at a time (0: whole; None: by its format,
+    # CHUNK_RECORDS or XML_CHUNK_RECORDS), by `process` and `run`.
+    chunk_records: int | None = None
 
     def stamped(self) -> ProcessOptions:
         if self.as_of:

@@ -407,8 +407,8 @@ def _chunks(source: bytes | Path) -> Iterator[bytes]:
 class _Tee:
     """The file as the parser reads it, keeping the bytes read since the last chunk was handed out.
 
-    The file is read in blocks of READ_BYTES, which the parser is given in the pieces it asks for: many small
-    blocks, freed on the worker thread at each chunk, would leave the allocator's heap fragmented."""
+    The file is read in blocks of READ_BYTES, kept whole (long blanks squeezed, see `xmlfast.squeezed`) and given
+    to the parser in the pieces it asks for (32 kB): a kept block may run ahead of what the parser has read."""
 
     def __init__(self, stream: BinaryIO, keep: bool):
         self.stream = stream
