@@ -144,7 +144,7 @@ def report_rows(path: Path) -> list[dict[str, str]]:
     """A NAME.report.tsv as dicts (all text)."""
     lines = path.read_text("utf-8").splitlines()
     header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
 
 
 def no_traceback(result: subprocess.CompletedProcess) -> None:
@@ -190,7 +190,7 @@ def test_walkthrough_import_run_history_explain(cli, root: Path) -> None:
     shown = cli("history")
     assert shown.returncode == 0, shown.stderr
     rows = [line.split("\t") for line in shown.stdout.strip().splitlines()]
-    header, body = rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+    header, body = rows[0], [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
     assert "feed" in header and "outcome" in header
     assert [r["feed"] for r in body] == ["order-adjustment.txt", "order-cancellation.txt"]  # newest first
     assert all(r["outcome"] == "applied" for r in body)

@@ -237,7 +237,7 @@ def test_commit_feed_failing_half_way_changes_nothing(store, sample: pl.DataFram
     counts = registry_counts(db_path)
     broken = ledger({"record": 1, "line": 2, "order-id": None, "order-item-id": EUR_ITEM,
                      "item-price-refunded": Decimal("10.00"), "fingerprint": "x"})
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         store.commit_feed(entry("claim-1", "a" * 64), refunded_line(sample, "10.00"), broken, pl.DataFrame(),
                           {"feed.report.tsv": b"r"})
     assert snapshot_bytes(store.export_lines(), tmp_path, "after.tsv") == before
@@ -256,7 +256,7 @@ def test_the_same_bytes_cannot_be_applied_twice(store, sample: pl.DataFrame, tmp
                       pl.DataFrame(), {"feed.report.tsv": b"r"})
     after_first = snapshot_bytes(store.export_lines(), tmp_path, "first.tsv")
     counts = registry_counts(db_path)
-    with pytest.raises(Exception):
+    with pytest.raises(StateError):
         store.commit_feed(entry("claim-2", "a" * 64, name="renamed.txt"), refunded_line(sample, "20.00"),
                           refund_ledger("10.00"), pl.DataFrame(), {"renamed.report.tsv": b"r"})
     assert snapshot_bytes(store.export_lines(), tmp_path, "second.tsv") == after_first

@@ -79,7 +79,7 @@ def test_failure_cases_index_follows_row_position_not_values(tiny_schema):
 def test_failure_cases_check_number_is_position_in_column_checks(tiny_schema, tiny_frame):
     """check_number is the check's position among its column's checks; null for not_nullable."""
     found = failures(tiny_schema, tiny_frame)
-    numbers = dict(zip(found.get_column("check").to_list(), found.get_column("check_number").to_list()))
+    numbers = dict(zip(found.get_column("check").to_list(), found.get_column("check_number").to_list(), strict=True))
     assert numbers == {"digits only": 0, "a equals b": 1, "x or 1": 0, "not_nullable": None}
 
 
