@@ -237,7 +237,7 @@ def test_commit_feed_failing_half_way_changes_nothing(store, sample: pl.DataFram
     counts = registry_counts(db_path)
     broken = ledger({"record": 1, "line": 2, "order-id": None, "order-item-id": EUR_ITEM,
                      "item-price-refunded": Decimal("10.00"), "fingerprint": "x"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ledger rows without order-id: nothing was committed"):
         store.commit_feed(entry("claim-1", "a" * 64), refunded_line(sample, "10.00"), broken, pl.DataFrame(),
                           {"feed.report.tsv": b"r"})
     assert snapshot_bytes(store.export_lines(), tmp_path, "after.tsv") == before
