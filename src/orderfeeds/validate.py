@@ -9,7 +9,7 @@ import polars as pl
 from pandera.api.polars.types import PolarsData
 
 from orderfeeds.feedtypes import ZERO_DECIMAL_CURRENCIES, FeedType, Field, Kind
-from orderfeeds.readers.model import ID_COLUMNS, ISSUE_SCHEMA, RawFeed
+from orderfeeds.readers.model import ENGINE, ID_COLUMNS, ISSUE_SCHEMA, RawFeed
 
 MONEY = pl.Decimal(38, 2)
 COUNT = pl.Int64
@@ -170,7 +170,7 @@ def find_issues(frame: pl.DataFrame | pl.LazyFrame, fields: tuple[Field, ...], c
     schema, lookup = _schema(fields, cross)
     # Most rows are valid: one fused polars pass finds the few pandera has to explain, so its
     # per-check passes run over those rows only. A test holds the two to the same verdicts.
-    frame = frame.lazy().filter(~passes_all(fields, cross)).collect()
+    frame = frame.lazy().filter(~passes_all(fields, cross)).collect(engine=ENGINE)
     if frame.height == 0:
         return pl.DataFrame(schema=ISSUE_SCHEMA)
     try:
@@ -234,7 +234,7 @@ def cast_fields(frame: pl.DataFrame | pl.LazyFrame, fields: tuple[Field, ...]) -
             # "-0.00" casts to zero; the sign rules still need to know a minus was written.
             exprs.append(value.str.starts_with("-").fill_null(False).alias(minus_flag(field.canonical)))
     names = frame.collect_schema().names()
-    return frame.lazy().select(*[c for c in ID_COLUMNS if c in names], *exprs).collect()
+    return frame.lazy().select(*[c for c in ID_COLUMNS if c in names], *exprs).collect(engine=ENGINE)
 
 
 @dataclass(frozen=True)

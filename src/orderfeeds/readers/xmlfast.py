@@ -45,6 +45,7 @@ import polars as pl
 from lxml import etree
 
 from orderfeeds.feedtypes import FeedType, Field
+from orderfeeds.readers.model import ENGINE
 
 # Cannot occur in XML 1.0 text or attribute values, so it cannot be taken for a currency.
 ABSENT = "\x01"  # an Amount without a currency attribute
@@ -249,7 +250,7 @@ def serialized_messages(serialized: str, count: int) -> pl.DataFrame | None:
     squeezed = pl.when(raw.str.contains(LONG_BLANK, literal=True)).then(raw.str.replace_all(_BLANKS, "><")).otherwise(raw)
     pieces = pl.DataFrame({"raw": pl.Series([serialized], dtype=pl.String)}).lazy().select(
         squeezed.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT).alias("raw"),
-    ).explode("raw").slice(1, count).collect()
+    ).explode("raw").slice(1, count).collect(engine=ENGINE)
     return pieces if pieces.height == count else None
 
 
@@ -301,7 +302,7 @@ class FileText:
             # A piece that does not end a Message holds the start of one nested in it (or is the chunk's last):
             # then the chunk's end would be misplaced.
             t.str.strip_chars_end(WS).str.ends_with(_MESSAGE_END).alias("whole"),
-        ).collect()
+        ).collect(engine=ENGINE)
         if pieces.height != count + 1 or not pieces.get_column("whole").slice(1, count - 1).all():
             return self._lose()
         head, messages = pieces.row(0, named=True), pieces.slice(1)
@@ -354,7 +355,8 @@ def _item_lines(messages: pl.Series, line: int, item_tag: str) -> pl.Series:
             m.is_first_distinct().not_().alias("item"),  # every part but a message's first follows an item's start
             part.str.count_matches("\n", literal=True).alias("nl"),
             part.str.head(1).alias("next"),
-        ).with_columns((pl.col("nl").cum_sum() - pl.col("nl") + line).alias("line")).filter("item").collect()
+        ).with_columns((pl.col("nl").cum_sum() - pl.col("nl") + line).alias("line")).filter("item").collect(
+            engine=ENGINE)
 
     # Split at the tag's name, then made sure the name ends there (`table` counts the items the same way).
     found = lines(part.str.split(f"<{item_tag}"))
@@ -388,7 +390,7 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
         # In one pass: no two of these overlap, and each replacement is what replacing them in turn gives.
         .str.replace_many(list(_PREPARED), list(_PREPARED.values())),
         *[column for column in ("ok",) if column in pieces.columns],
-    ).collect()
+    ).collect(engine=ENGINE)
     cut = parts.get_column("raw")
     # Items are counted where they are written, and a default namespace declared inside a message would make
     # an element written `<AdjustedItem>` one the parser does not call AdjustedItem: then the counts would
@@ -405,7 +407,7 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
         raw.str.extract_all(_TEXT).alias("vals"),
         # A start tag reads `<Tag>`, `<Tag/>` or `<Tag` and a blank.
         raw.str.count_matches(f"<{item_tag}{_TAG_END}").cast(pl.Int64).alias("_n"),
-    ).collect()
+    ).collect(engine=ENGINE)
 
 
 def sig_plan(plan_id: int, message: etree._Element, signature: str, feed_type: FeedType, payload_tag: str,
