@@ -256,7 +256,7 @@ def test_the_same_bytes_cannot_be_applied_twice(store, sample: pl.DataFrame, tmp
                       pl.DataFrame(), {"feed.report.tsv": b"r"})
     after_first = snapshot_bytes(store.export_lines(), tmp_path, "first.tsv")
     counts = registry_counts(db_path)
-    with pytest.raises(StateError):
+    with pytest.raises(StateError, match="refused the change .*UNIQUE.*; nothing was committed"):
         store.commit_feed(entry("claim-2", "a" * 64, name="renamed.txt"), refunded_line(sample, "20.00"),
                           refund_ledger("10.00"), pl.DataFrame(), {"renamed.report.tsv": b"r"})
     assert snapshot_bytes(store.export_lines(), tmp_path, "second.tsv") == after_first

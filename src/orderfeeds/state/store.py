@@ -169,6 +169,9 @@ class SqliteStore:
     def _explain(self, exc: sqlite3.Error) -> StateError:
         if "locked" in str(exc) or "busy" in str(exc):
             return StateError(f"the state database {self.path} is locked by another program; try again later", 75)
+        if isinstance(exc, sqlite3.IntegrityError):
+            # A constraint kept a change out (the same file applied twice, say): the database is sound.
+            return StateError(f"the state database {self.path} refused the change ({exc}); nothing was committed")
         if not isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc) or "not a database" in str(exc):
             return StateError(f"the state database {self.path} is damaged or not a database ({exc}); "
                               "restore it from a backup")
