@@ -1024,9 +1024,9 @@ class _Reader:
             "seq", pl.lit(0, pl.Int32).alias("rank"), pl.lit("schema-violation").alias("error"), "message",
         ).cast(ISSUE_SCHEMA)
         issues = pl.concat([schema_issues, self._duplicates(frame)]).sort("seq", maintain_order=True)
-        frame = _empty_as_constants(frame.select(
-            *record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item"), first=start),
-            *[pl.col(f.name) for f in self.fields]))
+        # A column empty in every chunk is a constant in each, and stays one concatenated.
+        frame = frame.select(*record_columns(n, pl.col("_line"), pl.col("_record"), pl.col("_item"), first=start),
+                             *[pl.col(f.name) for f in self.fields])
         return RawFeed(feed_type=self.feed_type, fields=self.fields, frame=frame, issues=issues,
                        column_order=tuple(f.name for f in self.fields))
 
