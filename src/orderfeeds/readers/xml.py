@@ -560,6 +560,8 @@ class _Reader:
         blocks = self.stream.blocks if self.stream is not None else None
         if blocks and _utf8(b"".join(islice(blocks, 64))[:4096]):
             self.file_text = xmlfast.FileText()
+        elif self.stream is not None:
+            self.stream.blocks = None  # no chunk will be cut from them: the tee stops keeping (and squeezing) them
         self._envelope(root, before, elem)
         self._done(elem, root, len(before))
 

@@ -247,9 +247,10 @@ def serialized_messages(serialized: str, count: int) -> pl.DataFrame | None:
     """The first `count` Messages of an envelope serialized by libxml2, as `table` takes them; None if there
     are fewer."""
     raw = pl.col("raw")
-    squeezed = pl.when(raw.str.contains(LONG_BLANK, literal=True)).then(raw.str.replace_all(_BLANKS, "><")).otherwise(raw)
+    # The text's own `squeezed`: a serialization has no lines to keep.
+    without_blanks = pl.when(raw.str.contains(LONG_BLANK, literal=True)).then(raw.str.replace_all(_BLANKS, "><")).otherwise(raw)
     pieces = pl.DataFrame({"raw": pl.Series([serialized], dtype=pl.String)}).lazy().select(
-        squeezed.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT).alias("raw"),
+        without_blanks.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT).alias("raw"),
     ).explode("raw").slice(1, count).collect(engine=ENGINE)
     return pieces if pieces.height == count else None
 
