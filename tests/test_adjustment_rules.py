@@ -777,6 +777,32 @@ def test_merchant_order_id_naming_two_orders_is_not_found():
     assert applied_errors(applied) == ["order-not-found"]
 
 
+def test_records_naming_no_order_share_the_first_round(monkeypatch):
+    """Records whose merchant order id maps to no order touch no line, so they are judged together: one round,
+    however many there are, where grouped under their missing order id they took a round each. A resolved
+    order's second record still waits for its first, and sees what it refunded."""
+    import orderfeeds.apply as apply_module
+
+    rounds = []
+    evaluate = apply_module.evaluate_adjustments
+
+    def counted(batch, *args, **kwargs):
+        rounds.append(batch.get_column("seq").to_list())
+        return evaluate(batch, *args, **kwargs)
+
+    monkeypatch.setattr(apply_module, "evaluate_adjustments", counted)
+    lines = state(*MERCHANT_LINES)
+    unknown = [{"order-id": None, "order-item-id": None, "merchant-order-id": f"DE-9{n:03}",
+                "merchant-order-item-id": f"DE-9{n:03}-1", "currency": "EUR", "Principal": "1.00"} for n in range(30)]
+    resolved = {"order-id": None, "order-item-id": None, "merchant-order-id": "DE-1001",
+                "merchant-order-item-id": "DE-1001-1", "currency": "EUR", "Principal": "10.00"}
+    more = {**resolved, "Principal": "15.00"}  # 10.00 + 15.00 is more than the 20.00 charged
+    applied = apply_records(FeedType.XML_ADJUSTMENT, xml_records(resolved, *unknown, more), lines)
+    assert applied_errors(applied) == [None, *["order-not-found"] * 30, "refund-exceeds-charged"]
+    assert rounds == [list(range(31)), [31]]
+    assert line_of(applied.state, "305-0000001-0000001", "30000000000001")["item-price-refunded"] == Decimal("10.00")
+
+
 # ================================================================ quantity-cancelled format (SPEC §2.3)
 
 

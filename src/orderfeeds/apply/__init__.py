@@ -115,13 +115,19 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
 def with_rounds(records: pl.DataFrame) -> pl.DataFrame:
     """Records in `seq` order with `_round` (how many records of the order come before)
     and `_last` (the order's last round). A group_by and an explode are about twice as
-    fast as the same numbers from window expressions over the order id."""
+    fast as the same numbers from window expressions over the order id.
+
+    A record with no order id (a merchant order id that names no order) reads and changes no
+    line, so every such record is in the first round: grouped together they took a round each,
+    and a piece of 250,000 XML adjustments with 331 of them took 331 rounds instead of 7."""
     records = records.sort("seq")
     rounds = (records.select("order-id", "seq").group_by("order-id")
               .agg(pl.col("seq").sort(), (pl.len() - 1).cast(pl.Int64).alias("_last"))
               .select("seq", pl.int_ranges(0, pl.col("_last") + 1, dtype=pl.Int64).alias("_round"), "_last")
               .explode("seq", "_round").sort("seq"))
-    return records.with_columns(rounds.get_column("_round"), rounds.get_column("_last"))
+    orderless = pl.col("order-id").is_null()
+    return records.with_columns(rounds.get_column("_round"), rounds.get_column("_last")).with_columns(
+        pl.when(orderless).then(0).otherwise(pl.col(column)).alias(column) for column in ("_round", "_last"))
 
 
 def written_back(state: pl.DataFrame, at: pl.Series, working: pl.DataFrame) -> pl.DataFrame:
