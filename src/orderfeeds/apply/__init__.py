@@ -76,7 +76,8 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     # are gathered, and only the columns a rule can change are written back at the end, by
     # row (`at`); the other columns stay shared.
     at = state.select(pl.arg_where(pl.col("order-id").is_in(feed_orders))).to_series()
-    working = with_positions(state[at])
+    before = state[at]
+    working = with_positions(before)
     records = records.join(working.select(*KEY, "_pos"), on=KEY, how="left", maintain_order="left")
     if adjusting:
         records = records.with_columns(known_orders(working))
@@ -107,7 +108,7 @@ def apply_records(feed_type: FeedType, records: pl.DataFrame, state: pl.DataFram
     all_effects = pl.concat(effects) if effects else empty_effects()
     all_outcomes = pl.concat(outcomes).cast(OUTCOME_SCHEMA) if outcomes else pl.DataFrame(schema=OUTCOME_SCHEMA)
     return Applied(outcomes=all_outcomes.sort("seq"), effects=all_effects.sort("seq"),
-                   state=written_back(state, at, working),
+                   state=written_back(state, at, working, before),
                    history=pl.concat(added) if added else empty_history(),
                    merchant_ids=pl.concat(ids) if ids else empty_merchant_ids())
 
@@ -130,12 +131,15 @@ def with_rounds(records: pl.DataFrame) -> pl.DataFrame:
         pl.when(orderless).then(0).otherwise(pl.col(column)).alias(column) for column in ("_round", "_last"))
 
 
-def written_back(state: pl.DataFrame, at: pl.Series, working: pl.DataFrame) -> pl.DataFrame:
+def written_back(state: pl.DataFrame, at: pl.Series, working: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
     """`state` with the rows `at` replaced by `working`'s (same order) in the columns rules change.
 
     A scatter copies one column of the state per changed column; splitting the state into
-    touched and untouched lines and joining them again copied all of it.
+    touched and untouched lines and joining them again copied all of it. So a column that
+    no record changed (`before`: the rows `at` as they were) is not written at all: an
+    adjustment never changes merchant ids, and a feed read in pieces writes back once a piece.
     """
     if at.len() == 0:
         return state
-    return state.with_columns(state.get_column(c).clone().scatter(at, working.get_column(c)) for c in MUTABLE_COLUMNS)
+    changed = [c for c in MUTABLE_COLUMNS if not working.get_column(c).equals(before.get_column(c), check_names=False)]
+    return state.with_columns(state.get_column(c).clone().scatter(at, working.get_column(c)) for c in changed)

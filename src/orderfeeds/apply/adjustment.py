@@ -65,10 +65,14 @@ def resolve_merchant_ids(records: pl.DataFrame, state: pl.DataFrame) -> pl.DataF
     )
     if records.select(C("merchant-order-id").is_not_null().any() | C("merchant-order-item-id").is_not_null().any()).item():
         # A merchant id that names two orders resolves to none: guessing would refund the wrong buyer.
-        orders = (state.filter(C("merchant-order-id").is_not_null()).group_by("merchant-order-id")
+        # Only the lines with an id the records give are grouped: every line with such an id, so a second
+        # order with it is still seen, and not the whole state once per piece of a feed.
+        named_orders = records.get_column("merchant-order-id").drop_nulls().unique().implode()
+        named_items = records.get_column("merchant-order-item-id").drop_nulls().unique().implode()
+        orders = (state.filter(C("merchant-order-id").is_in(named_orders)).group_by("merchant-order-id")
                   .agg(C("order-id").unique()).filter(C("order-id").list.len() == 1)
                   .select("merchant-order-id", C("order-id").list.first().alias("_order")))
-        items = (state.filter(C("merchant-order-item-id").is_not_null()).group_by("order-id", "merchant-order-item-id")
+        items = (state.filter(C("merchant-order-item-id").is_in(named_items)).group_by("order-id", "merchant-order-item-id")
                  .agg(C("order-item-id").first().alias("_item"), pl.len().alias("_n")).filter(C("_n") == 1).drop("_n"))
         records = records.join(orders, on="merchant-order-id", how="left", maintain_order="left").with_columns(
             pl.coalesce(C("order-id"), C("_order")).alias("order-id")).drop("_order")
