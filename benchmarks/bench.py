@@ -188,6 +188,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *paths = args.child
+        if kind not in ("iterparse", "floor"):
+            from orderfeeds import allocator
+
+            allocator.tune()  # as the `orderfeeds` command does; the floors are bare reads
         print(json.dumps(CHILDREN[kind](*map(Path, paths))))
         return
     snapshot, feed = args.dir / args.snapshot, args.dir / args.feed

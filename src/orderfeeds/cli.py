@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import polars as pl
 
-from orderfeeds import __version__
+from orderfeeds import __version__, allocator
 from orderfeeds.errors import OrderfeedsError
 from orderfeeds.feedtypes import FeedType
 from orderfeeds.outcomes import FeedResult
@@ -47,6 +47,7 @@ def _as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 @click.version_option(__version__, prog_name="orderfeeds")
 def main() -> None:
     """Validate and apply order cancellation and adjustment feeds; write a report per feed."""
+    allocator.tune()
 
 
 chunk_option = click.option("--chunk-records", default=None, type=click.IntRange(min=1), metavar="N",
