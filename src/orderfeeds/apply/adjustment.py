@@ -6,6 +6,7 @@ import polars as pl
 
 from orderfeeds.apply.rules import Rule, judge, plural
 from orderfeeds.apply.state import POSITIONED_EFFECT_SCHEMA, open_units
+from orderfeeds.readers.model import ENGINE
 from orderfeeds.snapshot import CHARGED_COMPONENTS, KEY, OTHER_NET, PROMOTION_COMPONENTS
 from orderfeeds.validate import MONEY, minus_flag
 
@@ -215,7 +216,7 @@ def evaluate_adjustments(batch: pl.DataFrame, state: pl.DataFrame, history: pl.D
         *[C(component).alias(done) for component, (_, done) in CHARGED_COMPONENTS.items()],
         *[(-C(component)).alias(done) for component, (_, done) in PROMOTION_COMPONENTS.items()],
         pl.sum_horizontal([C(c) for c in UNCAPPED]).alias(OTHER_NET),
-    ).select(list(POSITIONED_EFFECT_SCHEMA)).cast(POSITIONED_EFFECT_SCHEMA).collect()
+    ).select(list(POSITIONED_EFFECT_SCHEMA)).cast(POSITIONED_EFFECT_SCHEMA).collect(engine=ENGINE)
     return outcomes, effects
 
 
