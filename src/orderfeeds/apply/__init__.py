@@ -120,7 +120,7 @@ def with_rounds(records: pl.DataFrame) -> pl.DataFrame:
 
     A record with no order id (a merchant order id that names no order) reads and changes no
     line, so every such record is in the first round: grouped together they took a round each,
-    and a piece of 250,000 XML adjustments with 331 of them took 331 rounds instead of 7."""
+    and a piece of 250,000 XML adjustments with 331 of them took 331 rounds where 7 would do."""
     records = records.sort("seq")
     rounds = (records.select("order-id", "seq").group_by("order-id")
               .agg(pl.col("seq").sort(), (pl.len() - 1).cast(pl.Int64).alias("_last"))
