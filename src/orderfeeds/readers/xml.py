@@ -77,6 +77,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from itertools import islice
 from pathlib import Path
@@ -1319,10 +1320,17 @@ def _item_of(path: str, message: str, payload_tag: str, item_tag: str) -> int | 
 
 def _readable(entry) -> str:
     """One libxml2 schema error as 'line L, Element/@attribute: explanation'."""
-    message = _FACET.sub("", entry.message.strip())
+    return f"line {entry.line}{_sentence(entry.message)}"
+
+
+@lru_cache(maxsize=4096)
+def _sentence(message: str) -> str:
+    """What follows an error's line in `_readable`. Cached: a feed broken the same way in every message (one wrong
+    code, say) repeats the same few messages, and rewriting each took a third of reading such a feed."""
+    message = _FACET.sub("", message.strip())
     match = _WHERE.fullmatch(message)
     if match is None:
-        return f"line {entry.line}: {message}"
+        return f": {message}"
     where = match["element"] + (f"/@{match['attribute']}" if match["attribute"] else "")
     body = match["body"]
     body = _ENUMERATION.sub(
@@ -1330,7 +1338,7 @@ def _readable(entry) -> str:
         body)
     body = _ATOMIC.sub(lambda m: f"is not a valid {m['type']}" + (f" ({TYPE_HINTS[m['type']]})" if m["type"] in TYPE_HINTS else ""), body)
     body = _PATTERN.sub(lambda m: f"does not have the required form: {PATTERN_HINTS.get(m['pattern'], 'pattern ' + m['pattern'])}", body)
-    return f"line {entry.line}, {where}: {body.rstrip('.')}"
+    return f", {where}: {body.rstrip('.')}"
 
 
 # ----------------------------------------------------------------------------- small helpers
