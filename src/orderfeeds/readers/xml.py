@@ -1326,7 +1326,7 @@ def _readable(entry) -> str:
 @lru_cache(maxsize=4096)
 def _sentence(message: str) -> str:
     """What follows an error's line in `_readable`. Cached: a feed broken the same way in every message (one wrong
-    code, say) repeats the same few messages, and rewriting each took a third of reading such a feed."""
+    code, say) repeats the same few messages, and rewriting each was a fifth of reading such a feed."""
     message = _FACET.sub("", message.strip())
     match = _WHERE.fullmatch(message)
     if match is None:
