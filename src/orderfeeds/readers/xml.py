@@ -806,13 +806,12 @@ class _Reader:
         chunk serialized and the lines of its items."""
         batch, stream = self.batch, self.stream
         assert batch is not None and stream is not None
-        blocks = stream.take()
-        if blocks is None:  # the tee stopped keeping them: serialized from now on
-            self.file_text = None
         text: str | tuple[xmlfast.FileText, list[bytes]]
-        if self.file_text is not None:
-            text, item_lines = (self.file_text, blocks), None  # the worker counts the lines in the bytes
+        if self._cut_from_bytes():
+            assert self.file_text is not None
+            text, item_lines = (self.file_text, stream.take()), None  # the worker counts the lines in the bytes
         else:
+            self.file_text = None  # the tee stopped keeping the bytes: serialized from now on
             text, item_lines = etree.tostring(root, encoding="unicode"), self._item_lines(root)
         message_lines = pl.Series(self.message_lines, dtype=pl.Int64)
         self.message_lines = array("q")
@@ -820,6 +819,10 @@ class _Reader:
         if self.worker is None:
             self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderfeeds-xml")
         self.jobs.append((self.worker.submit(batch.survey, text, *handed), handed))
+
+    def _cut_from_bytes(self) -> bool:
+        """Whether the chunk handed out next is cut from the file's bytes (else it is serialized)."""
+        return self.file_text is not None and self.stream is not None and self.stream.blocks is not None
 
     def _item_lines(self, root: etree._Element) -> pl.Series:
         """The lines of the items under the root, in document order, as the parser gives them."""
@@ -897,7 +900,7 @@ class _Reader:
         root = self.root
         parts = []
         if self.fast and root is not None:
-            if count and self.file_text is not None and self.stream is not None and self.stream.blocks is not None:
+            if count and self._cut_from_bytes():
                 # Cut from the file's bytes, the chunk needs no element: it is handed out first, so that the worker
                 # has it while the chunk before is settled here.
                 self._hand_out(root, first, count)
