@@ -39,13 +39,14 @@ def adjustment(number: int) -> str:
 
 
 def acknowledgement(number: int) -> str:
+    """With no item, one or two: an acknowledgement without items is one record on its Message's line."""
+    item = ("    <Item>\n      <AmazonOrderItemCode>20000000000001</AmazonOrderItemCode>\n"
+            f"      <MerchantOrderItemID>US-{number}-1</MerchantOrderItemID>\n"
+            "      <CancelReason>NoInventory</CancelReason>\n      <Quantity>2</Quantity>\n    </Item>\n")
     return (f"<Message>\n  <MessageID>{number}</MessageID>\n  <OrderAcknowledgement>\n"
             "    <AmazonOrderID>111-2223334-4445550</AmazonOrderID>\n"
             f"    <MerchantOrderID>US-{number}</MerchantOrderID>\n    <StatusCode>Failure</StatusCode>\n"
-            "    <Item>\n      <AmazonOrderItemCode>20000000000001</AmazonOrderItemCode>\n"
-            f"      <MerchantOrderItemID>US-{number}-1</MerchantOrderItemID>\n"
-            "      <CancelReason>NoInventory</CancelReason>\n      <Quantity>2</Quantity>\n    </Item>\n"
-            "  </OrderAcknowledgement>\n</Message>\n")
+            + item * (number % 3) + "  </OrderAcknowledgement>\n</Message>\n")
 
 
 MESSAGES = {"OrderAdjustment": adjustment, "OrderAcknowledgement": acknowledgement}
