@@ -1,4 +1,5 @@
-"""Randomly edited feeds read the same on the chunk-at-once fast path as with the XSD on every message."""
+"""Randomly edited feeds, and values at the limits of each element's type, read the same on the chunk-at-once fast
+path as with the XSD on every message."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ HEADER = ("<Header>\n  <DocumentVersion>1.01</DocumentVersion>\n  <MerchantIdent
 
 
 def adjustment(number: int) -> str:
+    """Valid as written; odd messages name their order by AmazonOrderID, even ones by MerchantOrderID."""
+    order = ("    <AmazonOrderID>111-2223334-4445551</AmazonOrderID>\n" if number % 2
+             else f"    <MerchantOrderID>DE-{number}</MerchantOrderID>\n")
     return (f"<Message>\n  <MessageID>{number}</MessageID>\n  <OperationType>Update</OperationType>\n"
-            "  <OrderAdjustment>\n    <AmazonOrderID>111-2223334-4445551</AmazonOrderID>\n"
-            f"    <MerchantOrderID>DE-{number}</MerchantOrderID>\n    <ActionType>Refund</ActionType>\n"
+            f"  <OrderAdjustment>\n{order}    <ActionType>Refund</ActionType>\n"
             f"    <AdjustedItem>\n      <AmazonOrderItemCode>2000000000000{number % 10}</AmazonOrderItemCode>\n"
             f"      <MerchantAdjustmentItemID>RMA-{number}</MerchantAdjustmentItemID>\n"
             "      <AdjustmentReason>CustomerReturn</AdjustmentReason>\n      <ItemPriceAdjustments>\n"
@@ -39,7 +42,8 @@ def adjustment(number: int) -> str:
 
 
 def acknowledgement(number: int) -> str:
-    """With no item, one or two: an acknowledgement without items is one record on its Message's line."""
+    """Valid as written, with no item, one or two: an acknowledgement without items is one record on its Message's
+    line."""
     item = ("    <Item>\n      <AmazonOrderItemCode>20000000000001</AmazonOrderItemCode>\n"
             f"      <MerchantOrderItemID>US-{number}-1</MerchantOrderItemID>\n"
             "      <CancelReason>NoInventory</CancelReason>\n      <Quantity>2</Quantity>\n    </Item>\n")
@@ -61,7 +65,29 @@ INSERTS = [
     "<Quantity>2</Quantity>", "<MerchantOrderID>Z</MerchantOrderID>", "<Type>Tax</Type>",
     "<Amount>1.00</Amount>", "</AdjustedItem><AdjustedItem>", "<Message>", "</Message>", "x" * 60,
 ]
+# Values at and just past the limits of each element's XSD type (amzn-base.xsd), put in place of its text.
+_AMOUNTS = ["0", "5", "5.5", "5.55", "5.555", ".5", "5.", "-0.00", "+5.00", "1e2", "1,00", "- 5", "9" * 20 + ".99",
+            "9" * 21, " 5.00 ", "\n5.00\n"]
+_TEXTS = ["", " ", "\t\n", "a" * 50, "a" * 51, " " + "a" * 50, "a" + " " * 60 + "b", "a\nb", "\u00e9" * 50]
+LIMITS = {
+    "MessageID": ["0", "00", "01", "9" * 18, "9" * 19, "-1", "+1", " 7 ", "1.0"],
+    "OperationType": ["Update", "Delete", "PartialUpdate", "update", " Delete ", ""],
+    "AmazonOrderID": ["111-2223334-4445551", "111-2223334-444555", "1112-223334-4445551", "ABC-defghij-klmnopq",
+                      "111_2223334_4445551", "111-2223334-44455510", " 111-2223334-4445551 "],
+    "AmazonOrderItemCode": ["2" * 14, "2" * 13, "2" * 15, "0" * 14, " " + "2" * 14, "2" * 13 + "x"],
+    "ActionType": ["Refund", "Cancel", "refund", " Cancel ", ""],
+    "StatusCode": ["Success", "Failure", "success", " Failure", ""],
+    "AdjustmentReason": ["CustomerReturn", "Other", "Goodwill", "customerreturn", " PriceError "],
+    "CancelReason": ["NoInventory", "CustomerExchange", "noinventory", " BuyerCanceled ", "Other"],
+    "Quantity": ["0", "1", "01", "9" * 9, "9" * 10, "-1", "+1", " 2 ", "1.0"],
+    "QuantityCancelled": ["0", "00", "9" * 9, "9" * 10, "-1", " 3 ", "1.0"],
+    "Amount": _AMOUNTS,
+    "Type": ["Principal", "Tax", "Shipping", "Goodwill", "principal", " Tax "],
+    **{tag: _TEXTS for tag in ("MerchantOrderID", "MerchantOrderItemID", "MerchantAdjustmentItemID")},
+    "MerchantPromotionID": [*_TEXTS, "a" * 80, "a" * 81],
+}
 _TEXT = re.compile(r">([^<]*)<")
+_VALUE = re.compile(r"<(\w+)[^>]*>([^<]*)</\1>")
 _LEAF = re.compile(r"[ \t]*<(\w+)[^>]*>[^<]*</\1>\n?")
 # Characters a value may be made of: digits, letters, blanks, and what markup and escapes are made of.
 _VALUE_CHARS = st.sampled_from(list("0123456789.-+AZaz_ \t\n&;#x<>\"'=é€"))
@@ -69,8 +95,9 @@ _VALUE_CHARS = st.sampled_from(list("0123456789.-+AZaz_ \t\n&;#x<>\"'=é€"))
 
 @st.composite
 def edited_feeds(draw: st.DrawFn) -> bytes:
-    """A feed of a few messages of one type, some of them edited: a text replaced or added to, something put
-    between two tags, an attribute added to a start tag, or a leaf element left out or written twice."""
+    """A feed of a few messages of one type, some of them edited: a leaf's value set at or past the limits of its
+    type, a text replaced or added to, something put between two tags, an attribute added to a start tag, or a
+    leaf element left out or written twice."""
     message_type = draw(st.sampled_from(sorted(MESSAGES)))
     messages = [MESSAGES[message_type](number) for number in range(1, draw(st.integers(3, 7)) + 1)]
     for _ in range(draw(st.integers(1, 4))):
@@ -79,8 +106,13 @@ def edited_feeds(draw: st.DrawFn) -> bytes:
         spans = [m.span(1) for m in _TEXT.finditer(text)]
         start, end = draw(st.sampled_from(spans))
         insert = draw(st.sampled_from(INSERTS) | st.text(_VALUE_CHARS, max_size=8))
-        how = draw(st.sampled_from(["replace", "before", "after", "attribute", "drop", "repeat"]))
-        if how in ("drop", "repeat"):  # a leaf element left out, or written twice
+        how = draw(st.sampled_from(["limit", "limit", "limit", "replace", "before", "after", "attribute", "drop",
+                                    "repeat"]))
+        if how == "limit":  # a leaf's text at or past the limits of its type
+            leaf = draw(st.sampled_from(list(_VALUE.finditer(text))))
+            value = draw(st.sampled_from(LIMITS[leaf.group(1)]))
+            text = text[:leaf.start(2)] + value + text[leaf.end(2):]
+        elif how in ("drop", "repeat"):  # a leaf element left out, or written twice
             leaf = draw(st.sampled_from(list(_LEAF.finditer(text))))
             text = text[:leaf.start()] + leaf.group() * (how == "repeat") * 2 + text[leaf.end():]
         elif how == "replace":
@@ -97,6 +129,10 @@ def edited_feeds(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):  # the same edit in a later message: a shape seen again
             later = draw(st.integers(index, len(messages) - 1))
             messages[later] = text.replace(f"<MessageID>{index + 1}<", f"<MessageID>{later + 1}<", 1)
+    return feed(message_type, messages)
+
+
+def feed(message_type: str, messages: list[str]) -> bytes:
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<AmazonEnvelope>\n' + HEADER
             + f"<MessageType>{message_type}</MessageType>\n" + "".join(messages) + "</AmazonEnvelope>\n").encode()
 
@@ -120,5 +156,46 @@ def test_edited_feeds_read_as_the_xsd_reads_them(monkeypatch: pytest.MonkeyPatch
     if isinstance(slow, tuple) or isinstance(fast, tuple):
         assert fast == slow
         return
+    assert_frame_equal(fast.frame, slow.frame)
+    assert_frame_equal(fast.issues, slow.issues)
+
+
+@pytest.mark.parametrize("message_type", sorted(MESSAGES))
+def test_the_unedited_messages_are_valid_and_take_the_bulk_path(monkeypatch: pytest.MonkeyPatch, message_type: str):
+    # Else every message would go to the XSD on both sides and the edits would test nothing.
+    monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
+    monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
+    one_by_one: list[int] = []
+    monkeypatch.setattr(_Reader, "_records", lambda self, message, ordinal, *rest: one_by_one.append(ordinal))
+    raw = _Reader(None).read(feed(message_type, [MESSAGES[message_type](number) for number in range(1, 8)]))
+    assert raw.issues.is_empty() and raw.frame.height >= 7
+    assert one_by_one == []
+
+
+def _limit_cases() -> list[tuple[str, str, str]]:
+    cases = []
+    for tag, values in LIMITS.items():
+        message_type = next(t for t in sorted(MESSAGES, reverse=True) if f"<{tag}" in MESSAGES[t](2) + MESSAGES[t](3))
+        cases += [(message_type, tag, value) for value in values]
+    return cases
+
+
+@pytest.mark.parametrize("file_text", [True, False], ids=["bytes", "serialized"])
+@pytest.mark.parametrize(("message_type", "tag", "value"), _limit_cases())
+def test_each_limit_reads_as_the_xsd_reads_it(monkeypatch: pytest.MonkeyPatch, file_text: bool, message_type: str,
+                                             tag: str, value: str):
+    # Every value of LIMITS in every element that has it, once: a bulk check looser than its XSD type fails here for
+    # sure, where the random edits only find it now and then.
+    monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
+    monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
+    monkeypatch.setattr(xmlreader, "FILE_TEXT", file_text)
+    messages = [MESSAGES[message_type](number) for number in range(1, 8)]
+    # In a message after the first of its shape, so that its shape has a plan when it is met.
+    index = next(i for i in range(3, 7) if f"<{tag}" in messages[i])
+    leaf = next(m for m in _VALUE.finditer(messages[index]) if m.group(1) == tag)
+    messages[index] = messages[index][:leaf.start(2)] + value + messages[index][leaf.end(2):]
+    data = feed(message_type, messages)
+    fast, slow = read(data, fast=True), read(data, fast=False)
+    assert not isinstance(fast, tuple) and not isinstance(slow, tuple)
     assert_frame_equal(fast.frame, slow.frame)
     assert_frame_equal(fast.issues, slow.issues)
