@@ -86,6 +86,9 @@ LIMITS = {
     **{tag: _TEXTS for tag in ("MerchantOrderID", "MerchantOrderItemID", "MerchantAdjustmentItemID")},
     "MerchantPromotionID": [*_TEXTS, "a" * 80, "a" * 81],
 }
+# An Amount's currency attribute: its type is three capitals, and one item's Amounts must name the same currency.
+CURRENCIES = ["USD", "EUR", "usd", "US", "USDD", "", " USD ", "U SD", "\u00c9UR", "&#85;SD"]
+_CURRENCY = re.compile(r'currency="([^"]*)"')
 _TEXT = re.compile(r">([^<]*)<")
 _VALUE = re.compile(r"<(\w+)[^>]*>([^<]*)</\1>")
 _LEAF = re.compile(r"[ \t]*<(\w+)[^>]*>[^<]*</\1>\n?")
@@ -106,16 +109,20 @@ def edited_feeds(draw: st.DrawFn) -> bytes:
         spans = [m.span(1) for m in _TEXT.finditer(text)]
         start, end = draw(st.sampled_from(spans))
         insert = draw(st.sampled_from(INSERTS) | st.text(_VALUE_CHARS, max_size=8))
-        how = draw(st.sampled_from(["limit", "limit", "limit", "replace", "before", "after", "attribute", "drop",
-                                    "repeat"]))
+        how = draw(st.sampled_from(["limit", "limit", "limit", "currency", "replace", "before", "after", "attribute",
+                                    "drop", "repeat"]))
+        currencies = list(_CURRENCY.finditer(text))
         if how == "limit":  # a leaf's text at or past the limits of its type
             leaf = draw(st.sampled_from(list(_VALUE.finditer(text))))
             value = draw(st.sampled_from(LIMITS[leaf.group(1)]))
             text = text[:leaf.start(2)] + value + text[leaf.end(2):]
+        elif how == "currency" and currencies:
+            found = draw(st.sampled_from(currencies))
+            text = text[:found.start(1)] + draw(st.sampled_from(CURRENCIES)) + text[found.end(1):]
         elif how in ("drop", "repeat"):  # a leaf element left out, or written twice
             leaf = draw(st.sampled_from(list(_LEAF.finditer(text))))
             text = text[:leaf.start()] + leaf.group() * (how == "repeat") * 2 + text[leaf.end():]
-        elif how == "replace":
+        elif how in ("replace", "currency"):  # an acknowledgement has no currency: a text replaced instead
             text = text[:start] + insert + text[end:]
         elif how == "before":
             text = text[:start] + insert + text[start:]
@@ -177,7 +184,7 @@ def _limit_cases() -> list[tuple[str, str, str]]:
     for tag, values in LIMITS.items():
         message_type = next(t for t in sorted(MESSAGES, reverse=True) if f"<{tag}" in MESSAGES[t](2) + MESSAGES[t](3))
         cases += [(message_type, tag, value) for value in values]
-    return cases
+    return cases + [("OrderAdjustment", "currency", value) for value in CURRENCIES]
 
 
 @pytest.mark.parametrize("file_text", [True, False], ids=["bytes", "serialized"])
@@ -191,9 +198,12 @@ def test_each_limit_reads_as_the_xsd_reads_it(monkeypatch: pytest.MonkeyPatch, f
     monkeypatch.setattr(xmlreader, "FILE_TEXT", file_text)
     messages = [MESSAGES[message_type](number) for number in range(1, 8)]
     # In a message after the first of its shape, so that its shape has a plan when it is met.
-    index = next(i for i in range(3, 7) if f"<{tag}" in messages[i])
-    leaf = next(m for m in _VALUE.finditer(messages[index]) if m.group(1) == tag)
-    messages[index] = messages[index][:leaf.start(2)] + value + messages[index][leaf.end(2):]
+    index = next(i for i in range(3, 7) if f"<{tag}" in messages[i] or f" {tag}=" in messages[i])
+    if tag == "currency":  # every Amount of the message, as one that differs from the others is refused anyway
+        messages[index] = _CURRENCY.sub(f'currency="{value}"', messages[index])
+    else:
+        leaf = next(m for m in _VALUE.finditer(messages[index]) if m.group(1) == tag)
+        messages[index] = messages[index][:leaf.start(2)] + value + messages[index][leaf.end(2):]
     data = feed(message_type, messages)
     fast, slow = read(data, fast=True), read(data, fast=False)
     assert not isinstance(fast, tuple) and not isinstance(slow, tuple)
