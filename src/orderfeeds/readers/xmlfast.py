@@ -223,7 +223,8 @@ _MESSAGE_BODY = r"(?s)^(.*?</Message>)"
 # What the parser drops or changes (comments, CDATA, PIs), and an attribute it would serialize in double quotes.
 _ALTERED = ["<!", "<?", "='"]
 _BIG_LINES = 65535
-_DECLARATION = re.compile("\\A\ufeff?<\\?xml[^>]*\\?>")
+# Comments, processing instructions (the XML declaration among them) and CDATA sections, each whole.
+_CLOSED = re.compile(r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>", re.S)
 
 
 _LONG_BLANK_BYTES = LONG_BLANK.encode()
@@ -264,8 +265,10 @@ class FileText:
     A chunk is taken from the bytes only when they agree with what the parser made of them: each of its
     `count` Messages is a piece from `<Message` to its `</Message>`, with only blanks up to the next, and
     starts on the line the parser gave it (or, past line 65535, where libxml2's lines run late, no later);
-    and the chunk holds nothing whose text the parser changes or drops (a comment, CDATA, a processing
-    instruction, a lone carriage return) and no attribute in single quotes. Escaped characters and
+    and its messages hold nothing whose text the parser changes or drops (a comment, CDATA, a processing
+    instruction, a lone carriage return) and no attribute in single quotes. Before its first message (the
+    prolog and the envelope's head, or blanks between two chunks) a comment, a PI or CDATA may stand if it
+    closes there: a feed made by a tool often opens with a comment. Escaped characters and
     attributes other than an Amount's currency are `table`'s concern, as in a serialization; a message with
     a `>` in a text (a serialization would escape it) goes to the XSD. Once a chunk cannot be taken from the bytes
     the carry is lost: `cut` gives None from then on and the reader serializes its chunks instead. Only
@@ -320,12 +323,12 @@ class FileText:
         # line 65535 is that of its first child (libxml2 keeps 16 bits): the same or a later one.
         lines = (nl.cum_sum() - nl + (self.line + head["nl"])).alias("_mline")
         matched = (lines == message_lines) | ((lines >= _BIG_LINES) & (message_lines >= lines))
-        # Every `<Message` in the chunk starts an element: none is hidden in a comment, CDATA or a PI (the
-        # file's XML declaration before the first chunk is the one PI let through), and neither text nor
-        # attributes can hold `<`.
-        before = re.sub(_DECLARATION, "", head["t"]) if self.line == 1 else head["t"]
-        if (not matched.all() or cut.str.contains_any(_ALTERED).any()
-                or any(altered in before for altered in _ALTERED)):
+        # Every `<Message` in the chunk starts an element: none is hidden in a comment, CDATA or a PI, and neither
+        # text nor attributes can hold `<`. What comes before the chunk's first message (the prolog and the
+        # envelope's head, or the blanks after the chunk before) belongs to no message, so a comment, a PI or
+        # CDATA there may stay as long as it is closed there: one left open would hold the first `<Message`.
+        before = _CLOSED.sub("", head["t"])
+        if not matched.all() or cut.str.contains_any(_ALTERED).any() or "<!" in before or "<?" in before:
             return self._lose()
         end = head["bytes"] + int(messages.get_column("bytes").head(count - 1).sum()) + count * len("<Message") \
             + len(last.encode())
