@@ -136,12 +136,15 @@ def edited_feeds(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):  # the same edit in a later message: a shape seen again
             later = draw(st.integers(index, len(messages) - 1))
             messages[later] = text.replace(f"<MessageID>{index + 1}<", f"<MessageID>{later + 1}<", 1)
-    return feed(message_type, messages)
+    # The file's bytes are read as UTF-8, as ISO-8859-1, and as ASCII where another encoding is declared.
+    return feed(message_type, messages, draw(st.sampled_from(["UTF-8", "ISO-8859-1", "windows-1252"])))
 
 
-def feed(message_type: str, messages: list[str]) -> bytes:
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<AmazonEnvelope>\n' + HEADER
-            + f"<MessageType>{message_type}</MessageType>\n" + "".join(messages) + "</AmazonEnvelope>\n").encode()
+def feed(message_type: str, messages: list[str], encoding: str = "UTF-8") -> bytes:
+    """The envelope, in `encoding` (a character it lacks as a character reference)."""
+    return (f'<?xml version="1.0" encoding="{encoding}"?>\n<AmazonEnvelope>\n' + HEADER
+            + f"<MessageType>{message_type}</MessageType>\n" + "".join(messages)
+            + "</AmazonEnvelope>\n").encode(encoding, "xmlcharrefreplace")
 
 
 def read(data: bytes, fast: bool) -> RawFeed | tuple[str, str]:

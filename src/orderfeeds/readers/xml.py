@@ -30,7 +30,8 @@ How a file is read, in order:
    thread settles it (new shapes get their plan, what failed goes to the XSD). So a chunk's
    messages stay in the tree until the chunk after them closes, then they are deleted, and the
    tree never grows with the file. The chunk's text is the file's own bytes, which the parser
-   reads through a tee (xmlfast.FileText, for a UTF-8 document whose bytes match what the parser
+   reads through a tee (xmlfast.FileText, for a UTF-8, ASCII or ISO-8859-1 document, or one in
+   another ASCII-compatible encoding while its bytes are ASCII, whose bytes match what the parser
    made of them; its lines are counted there too), or else the chunk serialized by the parser's
    thread, which then also reads the lines of its items. Only the worker reads the chunk's text
    and only the parser's thread touches elements. Blank text between elements is not kept at
@@ -559,8 +560,9 @@ class _Reader:
         before.reverse()
         self.root = root
         blocks = self.stream.blocks if self.stream is not None else None
-        if blocks and _utf8(b"".join(islice(blocks, 64))[:4096]):
-            self.file_text = xmlfast.FileText()
+        codec = _file_text_codec(b"".join(islice(blocks, 64))[:4096]) if blocks else None
+        if codec is not None:
+            self.file_text = xmlfast.FileText(codec)
         elif self.stream is not None:
             self.stream.blocks = None  # no chunk will be cut from them: the tee stops keeping (and squeezing) them
         self._envelope(root, before, elem)
@@ -1157,20 +1159,37 @@ def _reject_prolog_declarations(data: bytes) -> None:
 _DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._-]*)["']""")
 
 
-def _utf8(head: bytes) -> bool:
-    """Whether a document starting with these bytes is read as UTF-8 (or ASCII), as libxml2 decides: by a
-    byte order mark, else the declared encoding, else UTF-8. A declaration cut off reads as not UTF-8."""
+_UTF8_NAMES = (b"UTF-8", b"UTF8", b"US-ASCII", b"ASCII")
+_LATIN1_NAMES = (b"ISO-8859-1", b"ISO8859-1", b"ISO_8859-1", b"ISO-LATIN-1", b"LATIN1", b"L1")
+# Other encodings of one byte a character that agree with ASCII on its 128 characters.
+_ASCII_SUPERSET = re.compile(rb"(ISO[-_]?8859-([2-9]|1[0-6])|WINDOWS-125[0-8]|CP125[0-8])\Z")
+
+
+def _file_text_codec(head: bytes) -> str | None:
+    """How the bytes of a document starting with these bytes decode to what libxml2 reads, which decides by a byte
+    order mark, else the declared encoding, else UTF-8: "utf-8" for UTF-8 or ASCII, "latin-1" for ISO-8859-1
+    (a character a byte, the same in Python and libxml2), "ascii" for another encoding of a byte a character
+    whose bytes past 127 Python and iconv may read apart (so only ASCII bytes are taken), None for any other.
+    A declaration cut off reads as None."""
     if _wide(head) is not None:
-        return False
-    if head.startswith(codecs.BOM_UTF8):
+        return None
+    bom = head.startswith(codecs.BOM_UTF8)
+    if bom:
         head = head[len(codecs.BOM_UTF8):]
     if not head.startswith(b"<?xml"):
-        return True
+        return "utf-8"
     end = head.find(b"?>")
     if end < 0:
-        return False
+        return None
     declared = _DECLARED_ENCODING.match(head[:end + 2])
-    return declared is None or declared.group(1).upper() in (b"UTF-8", b"UTF8", b"US-ASCII", b"ASCII")
+    name = declared.group(1).upper() if declared is not None else b"UTF-8"
+    if name in _UTF8_NAMES:
+        return "utf-8"
+    if bom:
+        return None  # a byte order mark that disagrees with the declaration: left to the parser
+    if name in _LATIN1_NAMES:
+        return "latin-1"
+    return "ascii" if _ASCII_SUPERSET.match(name) else None
 
 
 def _has_doctype(elem: etree._Element) -> bool:

@@ -272,10 +272,13 @@ class FileText:
     attributes other than an Amount's currency are `table`'s concern, as in a serialization; a message with
     a `>` in a text (a serialization would escape it) goes to the XSD. Once a chunk cannot be taken from the bytes
     the carry is lost: `cut` gives None from then on and the reader serializes its chunks instead. Only
-    a UTF-8 (or ASCII) document is read this way.
+    a UTF-8 (or ASCII) or ISO-8859-1 document is read this way, or one in another encoding of a byte a character
+    that agrees with ASCII, as long as its bytes are ASCII.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, codec: str = "utf-8") -> None:
+        # "utf-8", or "latin-1" / "ascii": a character a byte, so that offsets in the text are offsets in the bytes.
+        self.codec = codec
         self.carry = b""
         self.line = 1
         self.lost = False
@@ -296,12 +299,19 @@ class FileText:
         # The bytes after the chunk may end mid-character, or not be text at all where the parser has not
         # yet said so: they are carried over as bytes, never read. The chunk's own bytes are valid UTF-8,
         # the parser having read them, so byte offsets in the decoded text hold up to the chunk's end.
-        text = data.decode("utf-8", "replace")
+        if self.codec == "utf-8":
+            text = data.decode("utf-8", "replace")
+        else:
+            try:
+                text = data.decode(self.codec)  # never fails for latin-1
+            except UnicodeDecodeError:
+                return self._lose()  # a byte past 127 in an encoding Python and iconv may read apart
         t = pl.col("t")
+        size = t.str.len_bytes() if self.codec == "utf-8" else t.str.len_chars()
         pieces = pl.DataFrame({"t": pl.Series([text], dtype=pl.String)}).lazy().select(
             t.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT),
         ).explode("t").slice(0, count + 1).with_columns(
-            t.str.len_bytes().cast(pl.Int64).alias("bytes"),
+            size.cast(pl.Int64).alias("bytes"),  # in the file
             t.str.count_matches("\n", literal=True).cast(pl.Int64).alias("nl"),
             # A piece that does not end a Message holds the start of one nested in it (or is the chunk's last):
             # then the chunk's end would be misplaced.
@@ -331,7 +341,7 @@ class FileText:
         if not matched.all() or cut.str.contains_any(_ALTERED).any() or "<!" in before or "<?" in before:
             return self._lose()
         end = head["bytes"] + int(messages.get_column("bytes").head(count - 1).sum()) + count * len("<Message") \
-            + len(last.encode())
+            + (len(last.encode()) if self.codec == "utf-8" else len(last))
         self.line += head["nl"] + int(nl.head(count - 1).sum()) + last.count("\n")
         self.carry = data[end:]
         if cut.str.contains("\r", literal=True).any():
