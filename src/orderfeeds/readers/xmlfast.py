@@ -298,7 +298,8 @@ class FileText:
         del blocks[:]  # the chunk's bytes are held once, not twice, while they are cut
         # The bytes after the chunk may end mid-character, or not be text at all where the parser has not
         # yet said so: they are carried over as bytes, never read. The chunk's own bytes are valid UTF-8,
-        # the parser having read them, so byte offsets in the decoded text hold up to the chunk's end.
+        # the parser having read them, so byte offsets in the decoded text hold up to the chunk's end (in a
+        # codec of a byte a character, offsets in characters are offsets in bytes).
         if self.codec == "utf-8":
             text = data.decode("utf-8", "replace")
         else:
