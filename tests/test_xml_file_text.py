@@ -317,9 +317,7 @@ ALTERED = {
     "pi-in-message": adjustment(ODD + 1).replace("<ActionType>", "<?audit done?><ActionType>"),
     "single-quoted-attribute": adjustment(ODD + 1, currency=" currency='EUR'"),
     # Before the fourth message: inside the second chunk, after the third message.
-    "comment-between-messages": "  <!-- next -->\n" + adjustment(ODD + 1),
     "comment-holding-a-message": "  <!-- <Message> -->\n" + adjustment(ODD + 1),
-    "pi-between-messages": "  <?audit?>\n" + adjustment(ODD + 1),
 }
 
 
@@ -328,6 +326,24 @@ def test_what_the_parser_changes_sends_the_chunk_and_the_rest_to_the_serializer(
     feed = read_both(adjustments(odd=ALTERED[name]).encode())
     spy.assert_fell_back(chunk=2, chunks=3)
     assert feed.frame.get_column("record").to_list() == list(range(1, MESSAGES + 1))
+
+
+BETWEEN_MESSAGES = {
+    "comment": "  <!-- next -->\n",
+    "pi": "  <?audit?>\n",
+    "several-on-lines": "  <!-- one\n two -->\n  <!-- three --> <?x y?>\n\n",
+}
+
+
+@pytest.mark.parametrize("name", list(BETWEEN_MESSAGES))
+def test_what_the_parser_drops_between_messages_leaves_the_bytes_in_use(read_both, spy: Spy, name: str):
+    # As a feed that names each message's order in a comment before it: cut down to its line feeds, so that the
+    # lines still count.
+    messages = [("" if n == 1 else BETWEEN_MESSAGES[name]) + adjustment(n) for n in range(1, MESSAGES + 1)]
+    text = envelope("OrderAdjustment", messages)
+    feed = read_both(text.encode())
+    spy.assert_used(chunks=3)
+    assert feed.frame.get_column("line").to_list() == record_lines(text, "AdjustedItem")
 
 
 def between_chunks(between: str) -> str:

@@ -86,6 +86,9 @@ LIMITS = {
     **{tag: _TEXTS for tag in ("MerchantOrderID", "MerchantOrderItemID", "MerchantAdjustmentItemID")},
     "MerchantPromotionID": [*_TEXTS, "a" * 80, "a" * 81],
 }
+# What may stand between two messages (the parser drops it), and what may not.
+BETWEEN = ["<!-- c -->\n", "<!-- two\nlines -->", "<?pi x?>\n", "\n\n  ", "<!-- <Message> -->", "<!-- c --",
+           "<?pi", "text", "<![CDATA[x]]>", "<Other/>"]
 # An Amount's currency attribute: its type is three capitals, and one item's Amounts must name the same currency.
 CURRENCIES = ["USD", "EUR", "usd", "US", "USDD", "", " USD ", "U SD", "\u00c9UR", "&#85;SD"]
 _CURRENCY = re.compile(r'currency="([^"]*)"')
@@ -99,8 +102,8 @@ _VALUE_CHARS = st.sampled_from(list("0123456789.-+AZaz_ \t\n&;#x<>\"'=é€"))
 @st.composite
 def edited_feeds(draw: st.DrawFn) -> bytes:
     """A feed of a few messages of one type, some of them edited: a leaf's value set at or past the limits of its
-    type, a text replaced or added to, something put between two tags, an attribute added to a start tag, or a
-    leaf element left out or written twice."""
+    type, a text replaced or added to, something put between two tags or two messages, an attribute added to a
+    start tag, or a leaf element left out or written twice."""
     message_type = draw(st.sampled_from(sorted(MESSAGES)))
     messages = [MESSAGES[message_type](number) for number in range(1, draw(st.integers(3, 7)) + 1)]
     for _ in range(draw(st.integers(1, 4))):
@@ -110,9 +113,11 @@ def edited_feeds(draw: st.DrawFn) -> bytes:
         start, end = draw(st.sampled_from(spans))
         insert = draw(st.sampled_from(INSERTS) | st.text(_VALUE_CHARS, max_size=8))
         how = draw(st.sampled_from(["limit", "limit", "limit", "currency", "replace", "before", "after", "attribute",
-                                    "drop", "repeat"]))
+                                    "drop", "repeat", "outside"]))
         currencies = list(_CURRENCY.finditer(text))
-        if how == "limit":  # a leaf's text at or past the limits of its type
+        if how == "outside":  # between this message and the one before it
+            text = draw(st.sampled_from(BETWEEN)) + text
+        elif how == "limit":  # a leaf's text at or past the limits of its type
             leaf = draw(st.sampled_from(list(_VALUE.finditer(text))))
             value = draw(st.sampled_from(LIMITS[leaf.group(1)]))
             text = text[:leaf.start(2)] + value + text[leaf.end(2):]

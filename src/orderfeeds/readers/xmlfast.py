@@ -225,6 +225,8 @@ _ALTERED = ["<!", "<?", "='"]
 _BIG_LINES = 65535
 # Comments, processing instructions (the XML declaration among them) and CDATA sections, each whole.
 _CLOSED = re.compile(r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>", re.S)
+# What may follow a Message before the next one: blanks, and comments and PIs, each whole.
+_DROPPED_TAIL = r"(?:[ \t\r\n]|<!--(?s:.*?)-->|<\?(?s:.*?)\?>)+$"
 
 
 _LONG_BLANK_BYTES = LONG_BLANK.encode()
@@ -263,7 +265,8 @@ class FileText:
     The parser reads the file through a tee, and each chunk is handed the bytes read since the one before.
     The bytes not yet part of a chunk (`carry`) wait for the next; `line` is the line the carry starts on.
     A chunk is taken from the bytes only when they agree with what the parser made of them: each of its
-    `count` Messages is a piece from `<Message` to its `</Message>`, with only blanks up to the next, and
+    `count` Messages is a piece from `<Message` to its `</Message>`, with only blanks up to the next (and
+    comments and PIs, which the parser drops: they are cut down to their line feeds), and
     starts on the line the parser gave it (or, past line 65535, where libxml2's lines run late, no later);
     and its messages hold nothing whose text the parser changes or drops (a comment, CDATA, a processing
     instruction, a lone carriage return) and no attribute in single quotes. Before its first message (the
@@ -318,8 +321,12 @@ class FileText:
             # then the chunk's end would be misplaced.
             t.str.strip_chars_end(WS).str.ends_with(_MESSAGE_END).alias("whole"),
         ).collect(engine=ENGINE)
-        if pieces.height != count + 1 or not pieces.get_column("whole").slice(1, count - 1).all():
+        if pieces.height != count + 1:
             return self._lose()
+        if not pieces.get_column("whole").slice(1, count - 1).all():
+            pieces = _without_dropped_tails(pieces, count)
+            if not pieces.get_column("whole").slice(1, count - 1).all():
+                return self._lose()
         head, messages = pieces.row(0, named=True), pieces.slice(1)
         # The chunk's last message runs to its first `</Message>` (the others to the next `<Message`: `table`
         # sees that only blanks follow their `</Message>`).
@@ -360,6 +367,18 @@ class FileText:
         return None
 
 
+def _without_dropped_tails(pieces: pl.DataFrame, count: int) -> pl.DataFrame:
+    """`pieces` (the chunk's head, then its messages each to the next `<Message`) with what the parser drops after
+    each of the first `count - 1` messages (comments and PIs, each whole, between blanks) cut down to its line
+    feeds, so that lines still count, and `whole` anew. `bytes` and `nl` stay those of the file."""
+    t = pl.col("t")
+    kept = t.str.replace(_DROPPED_TAIL, "")
+    line_feeds = pl.lit("\n").repeat_by(pl.col("nl") - kept.str.count_matches("\n", literal=True)).list.join("")
+    fixed = pl.when(pl.int_range(pl.len()).is_between(1, count - 1) & ~pl.col("whole")).then(kept + line_feeds)
+    return pieces.lazy().with_columns(fixed.otherwise(t).alias("t")).with_columns(
+        t.str.strip_chars_end(WS).str.ends_with(_MESSAGE_END).alias("whole")).collect(engine=ENGINE)
+
+
 def _item_lines(messages: pl.Series, line: int, item_tag: str) -> pl.Series:
     """The line of every `item_tag` start tag in `messages`, the text of consecutive messages (each without the
     `<Message` before it) starting on `line`: the line it starts on and the newlines before it."""
@@ -388,7 +407,8 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
 
     The pieces are cut just after each `<Message`; a Message nested in another (or any cut that is not
     one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
-    comments and PIs (`FileText` takes no chunk that has one), and text cannot hold `<`. A chunk that
+    comments and PIs (`FileText` takes no chunk with one inside a message, and cuts those between messages
+    out), and text cannot hold `<`. A chunk that
     declares a default namespace inside a message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
     start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
     for texts finds the values and leaves the Types.
