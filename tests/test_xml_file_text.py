@@ -311,10 +311,11 @@ def test_schema_violations_and_values_the_bulk_checks_refuse_are_the_same(read_b
 
 ALTERED = {
     "lone-cr": adjustment(ODD + 1).replace("<ActionType>", "\r<ActionType>"),
-    "comment-in-message": adjustment(ODD + 1).replace("<ActionType>", "<!-- refund --><ActionType>"),
-    "comment-in-text": adjustment(ODD + 1, order="DE-<!-- x -->1002"),
+    "comment-on-two-lines": adjustment(ODD + 1).replace("<ActionType>", "<!-- a\nrefund --><ActionType>"),
+    "pi-on-two-lines": adjustment(ODD + 1).replace("<ActionType>", "<?audit\ndone?><ActionType>"),
     "cdata": adjustment(ODD + 1, adjustment_item="<![CDATA[RMA-77001]]>"),
-    "pi-in-message": adjustment(ODD + 1).replace("<ActionType>", "<?audit done?><ActionType>"),
+    "comment-beside-cdata": adjustment(ODD + 1, order="DE-<!-- x -->1002", adjustment_item="<![CDATA[RMA-1]]>"),
+    "comment-in-cdata": adjustment(ODD + 1, adjustment_item="<![CDATA[RMA-<!-- x -->1]]>"),
     "single-quoted-attribute": adjustment(ODD + 1, currency=" currency='EUR'"),
     # Before the fourth message: inside the second chunk, after the third message.
     "comment-holding-a-message": "  <!-- <Message> -->\n" + adjustment(ODD + 1),
@@ -326,6 +327,28 @@ def test_what_the_parser_changes_sends_the_chunk_and_the_rest_to_the_serializer(
     feed = read_both(adjustments(odd=ALTERED[name]).encode())
     spy.assert_fell_back(chunk=2, chunks=3)
     assert feed.frame.get_column("record").to_list() == list(range(1, MESSAGES + 1))
+
+
+INSIDE = {
+    "comment-between-elements": (adjustment(ODD + 1).replace("<ActionType>", "<!-- refund --><ActionType>"), None),
+    "comment-on-its-own-line": (adjustment(ODD + 1).replace("      <ActionType>", "      <!-- a -->\n      <ActionType>"),
+                                None),
+    "comment-in-a-text": (adjustment(ODD + 1, order="DE-<!-- x -->1002"), "DE-1002"),
+    "pi-in-a-text": (adjustment(ODD + 1, order="DE-<?x y?>10<!--z-->02"), "DE-1002"),
+    "pi-between-elements": (adjustment(ODD + 1).replace("<ActionType>", "<?audit done?><ActionType>"), None),
+}
+
+
+@pytest.mark.parametrize("name", list(INSIDE))
+def test_what_the_parser_drops_inside_a_message_on_one_line_is_cut_out(read_both, spy: Spy, name: str):
+    # The parser drops it and joins the texts around it; cut out, it moves no line.
+    odd, order = INSIDE[name]
+    text = adjustments(odd=odd)
+    feed = read_both(text.encode())
+    spy.assert_used(chunks=3)
+    assert feed.frame.get_column("line").to_list() == record_lines(text, "AdjustedItem")
+    assert feed.frame.item(ODD, "MerchantOrderID") == (order or "DE-1002")
+    assert ODD + 1 not in spy.per_message  # its shape is the others': taken in bulk
 
 
 BETWEEN_MESSAGES = {

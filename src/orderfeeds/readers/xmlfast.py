@@ -225,6 +225,9 @@ _ALTERED = ["<!", "<?", "='"]
 _BIG_LINES = 65535
 # Comments, processing instructions (the XML declaration among them) and CDATA sections, each whole.
 _CLOSED = re.compile(r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>", re.S)
+# A comment or PI on one line: the parser drops it and joins the texts around it, which its removal does too
+# without moving a line. (Inside CDATA it would be text, but no chunk with CDATA is taken from the bytes.)
+_ONE_LINE_DROPPED = r"<!--[^\n]*?-->|<\?[^\n]*?\?>"
 # What may follow a Message before the next one: blanks, and comments and PIs, each whole.
 _DROPPED_TAIL = r"(?:[ \t\r\n]|<!--(?s:.*?)-->|<\?(?s:.*?)\?>)+$"
 
@@ -268,8 +271,9 @@ class FileText:
     `count` Messages is a piece from `<Message` to its `</Message>`, with only blanks up to the next (and
     comments and PIs, which the parser drops: they are cut down to their line feeds), and
     starts on the line the parser gave it (or, past line 65535, where libxml2's lines run late, no later);
-    and its messages hold nothing whose text the parser changes or drops (a comment, CDATA, a processing
-    instruction, a lone carriage return) and no attribute in single quotes. Before its first message (the
+    and its messages hold nothing whose text the parser changes or drops (a comment or a processing
+    instruction over more than one line, CDATA, a lone carriage return) and no attribute in single quotes: a
+    comment or PI on one line is cut out, as the parser drops it and joins the texts around it. Before its first message (the
     prolog and the envelope's head, or blanks between two chunks) a comment, a PI or CDATA may stand if it
     closes there: a feed made by a tool often opens with a comment. Escaped characters and
     attributes other than an Amount's currency are `table`'s concern, as in a serialization; a message with
@@ -336,6 +340,8 @@ class FileText:
             return self._lose()
         last = last[:ending + len(_MESSAGE_END)]
         cut = pl.concat([messages.get_column("t").head(count - 1), pl.Series("t", [last], dtype=pl.String)])
+        if cut.str.contains_any(["<!--", "<?"]).any():
+            cut = cut.str.replace_all(_ONE_LINE_DROPPED, "")
         nl = messages.get_column("nl")
         # The line each message starts on, by the newlines before it. The parser's line of an element past
         # line 65535 is that of its first child (libxml2 keeps 16 bits): the same or a later one.
@@ -407,8 +413,7 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
 
     The pieces are cut just after each `<Message`; a Message nested in another (or any cut that is not
     one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
-    comments and PIs (`FileText` takes no chunk with one inside a message, and cuts those between messages
-    out), and text cannot hold `<`. A chunk that
+    comments and PIs (`FileText` cuts them out or takes no such chunk), and text cannot hold `<`. A chunk that
     declares a default namespace inside a message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
     start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
     for texts finds the values and leaves the Types.
