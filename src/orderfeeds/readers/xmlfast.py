@@ -223,13 +223,15 @@ _MESSAGE_BODY = r"(?s)^(.*?</Message>)"
 # What the parser drops or changes (comments, CDATA, PIs), and an attribute it would serialize in double quotes.
 _ALTERED = ["<!", "<?", "='"]
 _BIG_LINES = 65535
-# Comments, processing instructions (the XML declaration among them) and CDATA sections, each whole.
-_CLOSED = re.compile(r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>", re.S)
+# A comment and a processing instruction (the XML declaration among them), each whole; for Python's re and polars.
+_COMMENT, _PI = r"<!--(?s:.*?)-->", r"<\?(?s:.*?)\?>"
+# Comments, PIs and CDATA sections, each whole.
+_CLOSED = re.compile(rf"{_COMMENT}|{_PI}|<!\[CDATA\[(?s:.*?)\]\]>")
 # A comment or PI on one line: the parser drops it and joins the texts around it, which its removal does too
 # without moving a line. (Inside CDATA it would be text, but no chunk with CDATA is taken from the bytes.)
 _ONE_LINE_DROPPED = r"<!--[^\n]*?-->|<\?[^\n]*?\?>"
 # What may follow a Message before the next one: blanks, and comments and PIs, each whole.
-_DROPPED_TAIL = r"(?:[ \t\r\n]|<!--(?s:.*?)-->|<\?(?s:.*?)\?>)+$"
+_DROPPED_TAIL = rf"(?:[ \t\r\n]|{_COMMENT}|{_PI})+$"
 
 
 _LONG_BLANK_BYTES = LONG_BLANK.encode()
@@ -273,9 +275,9 @@ class FileText:
     starts on the line the parser gave it (or, past line 65535, where libxml2's lines run late, no later);
     and its messages hold nothing whose text the parser changes or drops (a comment or a processing
     instruction over more than one line, CDATA, a lone carriage return) and no attribute in single quotes: a
-    comment or PI on one line is cut out, as the parser drops it and joins the texts around it. Before its first message (the
-    prolog and the envelope's head, or blanks between two chunks) a comment, a PI or CDATA may stand if it
-    closes there: a feed made by a tool often opens with a comment. Escaped characters and
+    comment or PI on one line is cut out, as the parser drops it and joins the texts around it. Before its
+    first message (the prolog and the envelope's head, or blanks between two chunks) a comment, a PI or CDATA
+    may stand if it closes there: a feed made by a tool often opens with a comment. Escaped characters and
     attributes other than an Amount's currency are `table`'s concern, as in a serialization; a message with
     a `>` in a text (a serialization would escape it) goes to the XSD. Once a chunk cannot be taken from the bytes
     the carry is lost: `cut` gives None from then on and the reader serializes its chunks instead. Only
@@ -340,8 +342,6 @@ class FileText:
             return self._lose()
         last = last[:ending + len(_MESSAGE_END)]
         cut = pl.concat([messages.get_column("t").head(count - 1), pl.Series("t", [last], dtype=pl.String)])
-        if cut.str.contains_any(["<!--", "<?"]).any():
-            cut = cut.str.replace_all(_ONE_LINE_DROPPED, "")
         nl = messages.get_column("nl")
         # The line each message starts on, by the newlines before it. The parser's line of an element past
         # line 65535 is that of its first child (libxml2 keeps 16 bits): the same or a later one.
@@ -352,8 +352,12 @@ class FileText:
         # envelope's head, or the blanks after the chunk before) belongs to no message, so a comment, a PI or
         # CDATA there may stay as long as it is closed there: one left open would hold the first `<Message`.
         before = _CLOSED.sub("", head["t"])
-        if not matched.all() or cut.str.contains_any(_ALTERED).any() or "<!" in before or "<?" in before:
+        if not matched.all() or "<!" in before or "<?" in before:
             return self._lose()
+        if cut.str.contains_any(_ALTERED).any():  # a plain chunk looks once; one with a comment twice
+            cut = cut.str.replace_all(_ONE_LINE_DROPPED, "")
+            if cut.str.contains_any(_ALTERED).any():
+                return self._lose()
         end = head["bytes"] + int(messages.get_column("bytes").head(count - 1).sum()) + count * len("<Message") \
             + (len(last.encode()) if self.codec == "utf-8" else len(last))
         self.line += head["nl"] + int(nl.head(count - 1).sum()) + last.count("\n")
