@@ -152,6 +152,13 @@ def feed(message_type: str, messages: list[str], encoding: str = "UTF-8") -> byt
             + "</AmazonEnvelope>\n").encode(encoding, "xmlcharrefreplace")
 
 
+@pytest.fixture(autouse=True)
+def in_bulk_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every message may take the bulk path, in chunks of two, so that shapes are planned and then met again.
+    monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
+    monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
+
+
 def read(data: bytes, fast: bool) -> RawFeed | tuple[str, str]:
     try:
         return _Reader(None, fast=fast).read(data)
@@ -159,27 +166,26 @@ def read(data: bytes, fast: bool) -> RawFeed | tuple[str, str]:
         return exc.name, exc.message
 
 
+def assert_same_records(fast: RawFeed, slow: RawFeed) -> None:
+    assert_frame_equal(fast.frame, slow.frame)
+    assert_frame_equal(fast.issues, slow.issues)
+
+
 @pytest.mark.parametrize("file_text", [True, False], ids=["bytes", "serialized"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=edited_feeds())
 def test_edited_feeds_read_as_the_xsd_reads_them(monkeypatch: pytest.MonkeyPatch, file_text: bool, data: bytes):
-    # Every message may take the bulk path, in chunks of two, so that shapes are planned and then met again.
-    monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
-    monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
     monkeypatch.setattr(xmlreader, "FILE_TEXT", file_text)
     fast, slow = read(data, fast=True), read(data, fast=False)
     if isinstance(slow, tuple) or isinstance(fast, tuple):
         assert fast == slow
         return
-    assert_frame_equal(fast.frame, slow.frame)
-    assert_frame_equal(fast.issues, slow.issues)
+    assert_same_records(fast, slow)
 
 
 @pytest.mark.parametrize("message_type", sorted(MESSAGES))
 def test_the_unedited_messages_are_valid_and_take_the_bulk_path(monkeypatch: pytest.MonkeyPatch, message_type: str):
     # Else every message would go to the XSD on both sides and the edits would test nothing.
-    monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
-    monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
     one_by_one: list[int] = []
     monkeypatch.setattr(_Reader, "_records", lambda self, message, ordinal, *rest: one_by_one.append(ordinal))
     raw = _Reader(None).read(feed(message_type, [MESSAGES[message_type](number) for number in range(1, 8)]))
@@ -201,8 +207,6 @@ def test_each_limit_reads_as_the_xsd_reads_it(monkeypatch: pytest.MonkeyPatch, f
                                              tag: str, value: str):
     # Every value of LIMITS in every element that has it, once: a bulk check looser than its XSD type fails here for
     # sure, where the random edits only find it now and then.
-    monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
-    monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
     monkeypatch.setattr(xmlreader, "FILE_TEXT", file_text)
     messages = [MESSAGES[message_type](number) for number in range(1, 8)]
     # In a message after the first of its shape, so that its shape has a plan when it is met.
@@ -215,5 +219,4 @@ def test_each_limit_reads_as_the_xsd_reads_it(monkeypatch: pytest.MonkeyPatch, f
     data = feed(message_type, messages)
     fast, slow = read(data, fast=True), read(data, fast=False)
     assert not isinstance(fast, tuple) and not isinstance(slow, tuple)
-    assert_frame_equal(fast.frame, slow.frame)
-    assert_frame_equal(fast.issues, slow.issues)
+    assert_same_records(fast, slow)
