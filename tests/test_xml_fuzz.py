@@ -61,7 +61,8 @@ INSERTS = [
     "", " ", "  ", "\n", "\t", "\r\n", "\r", "x", "X", "0", "1", "9", "-", ".", "00", "5.5", ".123", "-0", "é", "€",
     "USD", "EUR", "usd", "Principal", "Shipping", "Refund", "Cancel", "Update", "Delete", "Goodwill",
     "CustomerReturn", "NoInventory", "Success", ">", "&gt;", "&amp;", "&#65;", "&#x35;", '"', "'", "=",
-    "<!-- c -->", "<![CDATA[7]]>", "<?pi x?>", ' a="b"', " currency='USD'", ' currency="EUR"', " currency=\"\"",
+    "<!-- c -->", "<![CDATA[7]]>", "<?pi x?>", "<!-- c\n-->", "<![CDATA[7\n]]>", "<?pi\nx?>", "<!-- <Message> -->",
+    "<!-- </Message>\n -->", "<![CDATA[</Message>]]>", ' a="b"', " currency='USD'", ' currency="EUR"', " currency=\"\"",
     "<Quantity>2</Quantity>", "<MerchantOrderID>Z</MerchantOrderID>", "<Type>Tax</Type>",
     "<Amount>1.00</Amount>", "</AdjustedItem><AdjustedItem>", "<Message>", "</Message>", "x" * 60,
 ]
@@ -141,7 +142,7 @@ def edited_feeds(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):  # the same edit in a later message: a shape seen again
             later = draw(st.integers(index, len(messages) - 1))
             messages[later] = text.replace(f"<MessageID>{index + 1}<", f"<MessageID>{later + 1}<", 1)
-    # The file's bytes are read as UTF-8, as ISO-8859-1, and as ASCII where another encoding is declared.
+    # The file's bytes are read as UTF-8, as ISO-8859-1 and as windows-1252, each a byte a character in Python.
     return feed(message_type, messages, draw(st.sampled_from(["UTF-8", "ISO-8859-1", "windows-1252"])))
 
 

@@ -1162,15 +1162,17 @@ _DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*["
 _UTF8_NAMES = (b"UTF-8", b"UTF8", b"US-ASCII", b"ASCII")
 _LATIN1_NAMES = (b"ISO-8859-1", b"ISO8859-1", b"ISO_8859-1", b"ISO-LATIN-1", b"LATIN1", b"L1")
 # Other encodings of one byte a character that agree with ASCII on its 128 characters.
-_ASCII_SUPERSET = re.compile(rb"(ISO[-_]?8859-([2-9]|1[0-6])|WINDOWS-125[0-8]|CP125[0-8])\Z")
+# Encodings of a byte a character that Python and libxml2 (through iconv) read alike: a byte that Python decodes,
+# libxml2 reads as the same character (tests check every byte of each). A byte libxml2 reads and Python cannot
+# (windows-1255 has one) stops the reading from the bytes instead.
+_ONE_BYTE = re.compile(rb"ISO[-_]?8859-([2-9]|1[0-6])|(?:WINDOWS-|CP)(125[0-8])")
 
 
 def _file_text_codec(head: bytes) -> str | None:
     """How the bytes of a document starting with these bytes decode to what libxml2 reads, which decides by a byte
-    order mark, else the declared encoding, else UTF-8: "utf-8" for UTF-8 or ASCII, "latin-1" for ISO-8859-1
-    (a character a byte, the same in Python and libxml2), "ascii" for another encoding of a byte a character
-    whose bytes past 127 Python and iconv may read apart (so only ASCII bytes are taken), None for any other.
-    A declaration cut off reads as None."""
+    order mark, else the declared encoding, else UTF-8: "utf-8" for UTF-8 or ASCII, "latin-1" for ISO-8859-1,
+    Python's codec for another encoding of a byte a character that Python and libxml2 read alike (`_ONE_BYTE`),
+    None for any other. A declaration cut off reads as None."""
     if _wide(head) is not None:
         return None
     bom = head.startswith(codecs.BOM_UTF8)
@@ -1189,7 +1191,16 @@ def _file_text_codec(head: bytes) -> str | None:
         return None  # a byte order mark that disagrees with the declaration: left to the parser
     if name in _LATIN1_NAMES:
         return "latin-1"
-    return "ascii" if _ASCII_SUPERSET.match(name) else None
+    one_byte = _ONE_BYTE.fullmatch(name)
+    if one_byte is None:
+        return None
+    part, page = one_byte.groups()
+    codec = f"iso8859-{part.decode()}" if part else f"cp{page.decode()}"
+    try:
+        codecs.lookup(codec)
+    except LookupError:  # ISO-8859-12 was never published
+        return None
+    return codec
 
 
 def _has_doctype(elem: etree._Element) -> bool:

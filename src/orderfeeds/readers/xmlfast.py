@@ -220,7 +220,8 @@ _PREPARED = {
 }
 _MESSAGE_END = "</Message>"
 _MESSAGE_BODY = r"(?s)^(.*?</Message>)"
-# What the parser drops or changes (comments, CDATA, PIs), and an attribute it would serialize in double quotes.
+# What the parser drops or changes (comments, CDATA, PIs), and an attribute it would serialize in double quotes:
+# a message holding any of these (but a comment or PI on one line) goes to the XSD on its own.
 _ALTERED = ["<!", "<?", "='"]
 _BIG_LINES = 65535
 # A comment and a processing instruction (the XML declaration among them), each whole; for Python's re and polars.
@@ -228,7 +229,7 @@ _COMMENT, _PI = r"<!--(?s:.*?)-->", r"<\?(?s:.*?)\?>"
 # Comments, PIs and CDATA sections, each whole.
 _CLOSED = re.compile(rf"{_COMMENT}|{_PI}|<!\[CDATA\[(?s:.*?)\]\]>")
 # A comment or PI on one line: the parser drops it and joins the texts around it, which its removal does too
-# without moving a line. (Inside CDATA it would be text, but no chunk with CDATA is taken from the bytes.)
+# without moving a line. (Inside CDATA it would be text, but a message with CDATA goes to the XSD on its own.)
 _ONE_LINE_DROPPED = r"<!--[^\n]*?-->|<\?[^\n]*?\?>"
 # What may follow a Message before the next one: blanks, and comments and PIs, each whole.
 _DROPPED_TAIL = rf"(?:[ \t\r\n]|{_COMMENT}|{_PI})+$"
@@ -273,20 +274,26 @@ class FileText:
     `count` Messages is a piece from `<Message` to its `</Message>`, with only blanks up to the next (and
     comments and PIs, which the parser drops: they are cut down to their line feeds), and
     starts on the line the parser gave it (or, past line 65535, where libxml2's lines run late, no later);
-    and its messages hold nothing whose text the parser changes or drops (a comment or a processing
-    instruction over more than one line, CDATA, a lone carriage return) and no attribute in single quotes: a
-    comment or PI on one line is cut out, as the parser drops it and joins the texts around it. Before its
-    first message (the prolog and the envelope's head, or blanks between two chunks) a comment, a PI or CDATA
-    may stand if it closes there: a feed made by a tool often opens with a comment. Escaped characters and
-    attributes other than an Amount's currency are `table`'s concern, as in a serialization; a message with
-    a `>` in a text (a serialization would escape it) goes to the XSD. Once a chunk cannot be taken from the bytes
-    the carry is lost: `cut` gives None from then on and the reader serializes its chunks instead. Only
-    a UTF-8 (or ASCII) or ISO-8859-1 document is read this way, or one in another encoding of a byte a character
-    that agrees with ASCII, as long as its bytes are ASCII.
+    and every comment, PI or CDATA section in its messages closes in the message it opens in (one left open
+    may hold a `<Message` the chunk was cut at). Before its first message (the prolog and the envelope's head,
+    or blanks between two chunks) a comment, a PI or CDATA may stand if it closes there: a feed made by a tool
+    often opens with a comment.
+
+    A message whose text the parser changes goes to the XSD on its own (`ok` false), with the lines counted in
+    the bytes: one holding a comment or PI over several lines, CDATA, a lone carriage return or an attribute in
+    single quotes (a serialization would write it in double quotes), or a `>` in a text (a serialization would
+    escape it). A comment or PI on one line is cut out instead, as the parser drops it and joins the texts
+    around it, so such a message can still be taken in bulk. Escaped characters and attributes other than an
+    Amount's currency are `table`'s concern, as in a serialization. Once a chunk cannot be taken from the bytes
+    the carry is lost: `cut` gives None from then on and the reader serializes its chunks instead.
+
+    Only a UTF-8 (or ASCII) document is read this way, or one in an encoding of a byte a character that Python
+    and libxml2 read alike (ISO-8859-x, windows-125x); a byte Python cannot decode there loses the carry.
     """
 
     def __init__(self, codec: str = "utf-8") -> None:
-        # "utf-8", or "latin-1" / "ascii": a character a byte, so that offsets in the text are offsets in the bytes.
+        # "utf-8", or the codec of an encoding of a byte a character, so that offsets in the text are offsets in the
+        # bytes.
         self.codec = codec
         self.carry = b""
         self.line = 1
@@ -354,9 +361,13 @@ class FileText:
         before = _CLOSED.sub("", head["t"])
         if not matched.all() or "<!" in before or "<?" in before:
             return self._lose()
-        if cut.str.contains_any(_ALTERED).any():  # a plain chunk looks once; one with a comment twice
+        altered = cut.str.contains_any(_ALTERED)
+        if altered.any():  # a plain chunk looks once; one with a comment twice
             cut = cut.str.replace_all(_ONE_LINE_DROPPED, "")
-            if cut.str.contains_any(_ALTERED).any():
+            altered = cut.str.contains_any(_ALTERED)
+            # What is left must close in its message, or a `<Message` in it may have been taken for a message's start.
+            if altered.any() and cut.filter(altered).str.replace_all(_CLOSED.pattern, "").str.contains_any(
+                    ["<!", "<?"]).any():
                 return self._lose()
         end = head["bytes"] + int(messages.get_column("bytes").head(count - 1).sum()) + count * len("<Message") \
             + (len(last.encode()) if self.codec == "utf-8" else len(last))
@@ -364,11 +375,10 @@ class FileText:
         self.carry = data[end:]
         if cut.str.contains("\r", literal=True).any():
             cut = cut.str.replace_all("\r\n", "\n", literal=True)
-            if cut.str.contains("\r", literal=True).any():
-                return self._lose()  # the parser reads a lone CR as LF
+            altered = altered | cut.str.contains("\r", literal=True)  # the parser reads a lone CR as LF
         item_lines = _item_lines(cut, lines.item(0), item_tag)
         # A `>` in a text would be escaped in a serialization, and here it could pass for a tag's end.
-        ok = cut.str.count_matches("<", literal=True) + 1 == cut.str.count_matches(">", literal=True)
+        ok = ~altered & (cut.str.count_matches("<", literal=True) + 1 == cut.str.count_matches(">", literal=True))
         return pl.DataFrame({"raw": cut, "ok": ok}), lines, item_lines
 
     def _lose(self) -> None:
