@@ -119,9 +119,12 @@ def edited_feeds(draw: st.DrawFn) -> bytes:
         if how == "outside":  # between this message and the one before it
             text = draw(st.sampled_from(BETWEEN)) + text
         elif how == "limit":  # a leaf's text at or past the limits of its type
-            leaf = draw(st.sampled_from(list(_VALUE.finditer(text))))
-            value = draw(st.sampled_from(LIMITS[leaf.group(1)]))
-            text = text[:leaf.start(2)] + value + text[leaf.end(2):]
+            # (An earlier edit may have made a Message look like a leaf: `<Message>` and `</Message>` inserted.)
+            leaves = [leaf for leaf in _VALUE.finditer(text) if leaf.group(1) in LIMITS]
+            if leaves:
+                leaf = draw(st.sampled_from(leaves))
+                value = draw(st.sampled_from(LIMITS[leaf.group(1)]))
+                text = text[:leaf.start(2)] + value + text[leaf.end(2):]
         elif how == "currency" and currencies:
             found = draw(st.sampled_from(currencies))
             text = text[:found.start(1)] + draw(st.sampled_from(CURRENCIES)) + text[found.end(1):]
