@@ -1161,8 +1161,7 @@ _DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*["
 
 _UTF8_NAMES = (b"UTF-8", b"UTF8", b"US-ASCII", b"ASCII")
 _LATIN1_NAMES = (b"ISO-8859-1", b"ISO8859-1", b"ISO_8859-1", b"ISO-LATIN-1", b"LATIN1", b"L1")
-# Other encodings of one byte a character that agree with ASCII on its 128 characters.
-# Encodings of a byte a character that Python and libxml2 (through iconv) read alike: a byte that Python decodes,
+# Other encodings of a byte a character that Python and libxml2 (through iconv) read alike: a byte that Python decodes,
 # libxml2 reads as the same character (tests check every byte of each). A byte libxml2 reads and Python cannot
 # (windows-1255 has one) stops the reading from the bytes instead.
 _ONE_BYTE = re.compile(rb"ISO[-_]?8859-([2-9]|1[0-6])|(?:WINDOWS-|CP)(125[0-8])")
