@@ -30,8 +30,8 @@ How a file is read, in order:
    thread settles it (new shapes get their plan, what failed goes to the XSD). So a chunk's
    messages stay in the tree until the chunk after them closes, then they are deleted, and the
    tree never grows with the file. The chunk's text is the file's own bytes, which the parser
-   reads through a tee (xmlfast.FileText, for a UTF-8, ASCII or ISO-8859-1 document, or one in
-   another ASCII-compatible encoding while its bytes are ASCII, whose bytes match what the parser
+   reads through a tee (xmlfast.FileText, for a UTF-8 or ASCII document, or one in an encoding of
+   a byte a character that Python and libxml2 read alike, whose bytes match what the parser
    made of them; its lines are counted there too), or else the chunk serialized by the parser's
    thread, which then also reads the lines of its items. Only the worker reads the chunk's text
    and only the parser's thread touches elements. Blank text between elements is not kept at

@@ -223,6 +223,8 @@ _MESSAGE_BODY = r"(?s)^(.*?</Message>)"
 # What the parser drops or changes (comments, CDATA, PIs), and an attribute it would serialize in double quotes:
 # a message holding any of these (but a comment or PI on one line) goes to the XSD on its own.
 _ALTERED = ["<!", "<?", "='"]
+# What opens a comment, a PI or CDATA: left once the closed ones are cut out, one is open.
+_OPENERS = ["<!", "<?"]
 _BIG_LINES = 65535
 # A comment and a processing instruction (the XML declaration among them), each whole; for Python's re and polars.
 _COMMENT, _PI = r"<!--(?s:.*?)-->", r"<\?(?s:.*?)\?>"
@@ -322,7 +324,7 @@ class FileText:
             try:
                 text = data.decode(self.codec)  # never fails for latin-1
             except UnicodeDecodeError:
-                return self._lose()  # a byte past 127 in an encoding Python and iconv may read apart
+                return self._lose()  # a byte Python cannot decode (libxml2 may: windows-1255's 0xCA)
         t = pl.col("t")
         size = t.str.len_bytes() if self.codec == "utf-8" else t.str.len_chars()
         pieces = pl.DataFrame({"t": pl.Series([text], dtype=pl.String)}).lazy().select(
@@ -359,7 +361,7 @@ class FileText:
         # envelope's head, or the blanks after the chunk before) belongs to no message, so a comment, a PI or
         # CDATA there may stay as long as it is closed there: one left open would hold the first `<Message`.
         before = _CLOSED.sub("", head["t"])
-        if not matched.all() or "<!" in before or "<?" in before:
+        if not matched.all() or any(opener in before for opener in _OPENERS):
             return self._lose()
         altered = cut.str.contains_any(_ALTERED)
         if altered.any():  # a plain chunk looks once; one with a comment twice
@@ -367,7 +369,7 @@ class FileText:
             altered = cut.str.contains_any(_ALTERED)
             # What is left must close in its message, or a `<Message` in it may have been taken for a message's start.
             if altered.any() and cut.filter(altered).str.replace_all(_CLOSED.pattern, "").str.contains_any(
-                    ["<!", "<?"]).any():
+                    _OPENERS).any():
                 return self._lose()
         end = head["bytes"] + int(messages.get_column("bytes").head(count - 1).sum()) + count * len("<Message") \
             + (len(last.encode()) if self.codec == "utf-8" else len(last))
@@ -427,9 +429,9 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
 
     The pieces are cut just after each `<Message`; a Message nested in another (or any cut that is not
     one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
-    comments and PIs (`FileText` cuts them out or takes no such chunk), and text cannot hold `<`. A chunk that
-    declares a default namespace inside a message is not cut either (see below). Each piece is then prepared: a Type's text moves into its
-    start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
+    comments and PIs (`FileText` cuts them out, or sends their message to the XSD, or takes no such chunk),
+    and text cannot hold `<`. A chunk that declares a default namespace inside a message is not cut either
+    (see below). Each piece is then prepared: a Type's text moves into its start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
     for texts finds the values and leaves the Types.
 
     The signature is the piece with every text that is more than whitespace replaced by MARK; a Type's
