@@ -187,8 +187,9 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
 
 @pytest.fixture
 def read_both(monkeypatch: pytest.MonkeyPatch, spy: Spy) -> Callable[[bytes], RawFeed]:
-    """Reads a file with FILE_TEXT off, then on (what `spy` then holds), asserts the two give the same frame and
-    issues, and returns the second. Small files take the bulk path, in chunks of two messages."""
+    """Reads a file with FILE_TEXT off, then on with the bytes phase, then on without it (what `spy` then holds),
+    asserts the three give the same frame and issues, and returns the last. Small files take the bulk path, in
+    chunks of two messages."""
     monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
     monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
 
@@ -196,8 +197,13 @@ def read_both(monkeypatch: pytest.MonkeyPatch, spy: Spy) -> Callable[[bytes], Ra
         monkeypatch.setattr(xmlreader, "FILE_TEXT", False)
         serialized = read_xml(data, None, LIMIT)
         assert spy.made == 0 and "bytes" not in spy.ways
-        spy.reset()
         monkeypatch.setattr(xmlreader, "FILE_TEXT", True)
+        monkeypatch.setattr(xmlreader, "BYTES_PHASE", True)
+        phased = read_xml(data, None, LIMIT)
+        assert_frame_equal(phased.frame, serialized.frame)
+        assert_frame_equal(phased.issues, serialized.issues)
+        spy.reset()
+        monkeypatch.setattr(xmlreader, "BYTES_PHASE", False)
         cut = read_xml(data, None, LIMIT)
         assert_frame_equal(cut.frame, serialized.frame)
         assert_frame_equal(cut.issues, serialized.issues)
@@ -585,9 +591,12 @@ def test_lines_past_65535_are_the_true_lines(read_both, spy: Spy, monkeypatch: p
     monkeypatch.setattr(xmlreader, "FILE_TEXT", False)
     serialized = read_xml(text.encode(), None, LIMIT)
     monkeypatch.setattr(xmlreader, "FILE_TEXT", True)
+    phased = read_xml(text.encode(), None, LIMIT)
+    monkeypatch.setattr(xmlreader, "BYTES_PHASE", False)
     spy.reset()
     feed = read_xml(text.encode(), None, LIMIT)
     spy.assert_used(chunks=7)
+    assert_frame_equal(phased.frame, feed.frame)
     expected = record_lines(text, "AdjustedItem")
     lines = feed.frame.get_column("line")
     assert lines.to_list() == expected
@@ -602,6 +611,12 @@ def test_lines_past_65535_are_the_true_lines(read_both, spy: Spy, monkeypatch: p
     assert last.get_column("line").to_list() == expected[-6:]
     assert min(expected[-6:]) > BIG_LINES
     assert feed.issues.height == 2  # 3300's second item and 3301, which has none
+    # The bytes phase parses such messages apart from the file, so even the XSD's explanations name their true lines:
+    # the line of the element each names.
+    explained = re.findall(r"line ([0-9]+), (\w+):", " ".join(phased.issues.get_column("message")))
+    file_lines = text.split("\n")
+    assert [tag for _, tag in explained] == ["AdjustmentReason", "OrderAdjustment"]
+    assert all(int(line) > BIG_LINES and f"<{tag}>" in file_lines[int(line) - 1] for line, tag in explained)
     assert last.get_column("MerchantAdjustmentItemID").to_list()[3] == "a" + " " * 60 + "b"
 
 
@@ -612,10 +627,12 @@ def test_a_nested_message_past_65535_leaves_the_next_chunks_alone(read_both, spy
     text = big_feed().replace("<MessageID>2900</MessageID>", "<Message><MessageID>9</MessageID></Message>"
                               "<MessageID>2900</MessageID>")
     monkeypatch.setattr(xmlreader, "FILE_TEXT", True)
-    feed = read_xml(text.encode(), None, LIMIT)
-    assert feed.frame.get_column("record").unique(maintain_order=True).to_list() == list(range(1, 3304))
-    # Message 2900's nested Message, 3300's second item and 3301, which has none.
-    assert feed.issues.height == 3
+    for phase in (True, False):
+        monkeypatch.setattr(xmlreader, "BYTES_PHASE", phase)
+        feed = read_xml(text.encode(), None, LIMIT)
+        assert feed.frame.get_column("record").unique(maintain_order=True).to_list() == list(range(1, 3304))
+        # Message 2900's nested Message, 3300's second item and 3301, which has none.
+        assert feed.issues.height == 3
 
 
 # ----------------------------------------------------------------------------- broken files
@@ -633,13 +650,14 @@ def test_a_broken_file_raises_the_same_error(monkeypatch: pytest.MonkeyPatch, cu
     else:
         text = adjustments(odd=adjustment(ODD + 1).replace("</ActionType>", "</Action>"))
     errors = []
-    for value in (False, True):
-        monkeypatch.setattr(xmlreader, "FILE_TEXT", value)
+    for file_text, phase in ((False, False), (True, False), (True, True)):
+        monkeypatch.setattr(xmlreader, "FILE_TEXT", file_text)
+        monkeypatch.setattr(xmlreader, "BYTES_PHASE", phase)
         with pytest.raises(FeedError) as caught:
             read_xml(text.encode(), None, LIMIT)
         errors.append((caught.value.name, caught.value.message, caught.value.line))
     assert errors[0][0] == "malformed-xml"
-    assert errors[1] == errors[0]
+    assert errors[2] == errors[1] == errors[0]
 
 
 # ----------------------------------------------------------------------------- long blanks
@@ -667,6 +685,9 @@ def test_long_blanks_between_tags_are_squeezed_and_the_lines_still_count(read_bo
     blank = LONG + newline + LONG + newline + LONG
     text = adjustments().replace(">\n", ">" + blank)
     feed = read_both(text.encode())
+    saved.clear()  # what the tee squeezed, read once more without the bytes phase (which squeezes whole chunks)
+    spy.reset()
+    assert_frame_equal(read_xml(text.encode(), None, LIMIT).frame, feed.frame)
     if read_bytes < len(blank):
         assert not any(saved)
         if newline == "\r":  # a lone CR kept in a message: the parser would read it as LF in a text

@@ -161,6 +161,10 @@ def in_bulk_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every message may take the bulk path, in chunks of two, so that shapes are planned and then met again.
     monkeypatch.setattr(xmlreader, "FEW_MESSAGES", 1)
     monkeypatch.setattr(xmlreader, "CHUNK_MESSAGES", 2)
+    # Read in small blocks, as a big file is: neither the root's check nor the parser that checks the file for the
+    # bytes phase has seen all of it when the first chunk closes, so an edit past it is met in the bytes phase.
+    monkeypatch.setattr(xmlreader, "READ_BYTES", 256)
+    monkeypatch.setattr(xmlreader, "HEAD_CHUNK", 256)
 
 
 def read(data: bytes, fast: bool) -> RawFeed | tuple[str, str]:

@@ -75,7 +75,7 @@ import re
 import threading
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -213,6 +213,13 @@ FILE_TEXT = True
 KEPT_BYTES = 64 * 1024 * 1024
 # The most the parser is given per read (tests make it small, to split characters and tags across reads).
 READ_BYTES = 1024 * 1024
+# After the first chunk, a file whose chunks are cut from its bytes is read on in its bytes alone (the bytes phase,
+# see `_Reader._bytes_phase`) unless this is off.
+BYTES_PHASE = True
+# In the bytes phase two worker threads survey chunks (the parser's thread, which builds no tree, has little to do),
+# and up to three chunks are out at a time so that both have one while the oldest is settled.
+BYTES_WORKERS = 2
+CHUNKS_OUT = 3
 
 _XML_SPACE = " \t\r\n"
 _SPACE_RUN = re.compile(rb"[ \t\r\n]*")
@@ -412,22 +419,32 @@ class _Tee:
     The file is read in blocks of READ_BYTES, kept whole (long blanks squeezed, see `xmlfast.squeezed`) and given
     to the parser in the pieces it asks for (32 kB): a kept block may run ahead of what the parser has read."""
 
-    def __init__(self, stream: BinaryIO, keep: bool):
+    def __init__(self, stream: BinaryIO, keep: bool, checker: etree.XMLParser | None = None):
         self.stream = stream
         self.blocks: list[bytes] | None = [] if keep else None  # None: not kept (any more)
         self.kept = 0
         self.block = b""  # the block being given to the parser, and how much of it it has had
         self.given = 0
+        # A parser that checks the file block by block as read, for the bytes phase; None once that cannot follow.
+        self.checker = checker
+        self.squeezed = self.took_squeezed = False  # whether blocks kept (taken) since the last take were squeezed
 
     def read(self, size: int = -1) -> bytes:
         if self.given >= len(self.block):
             self.block, self.given = self.stream.read(READ_BYTES), 0
+            if self.checker is not None and self.block:
+                try:
+                    self.checker.feed(self.block)
+                except etree.XMLSyntaxError:
+                    self.checker = None  # the parser reading through the tee will say what and where
             if self.blocks is not None:
                 self.kept += len(self.block)
                 if self.kept > KEPT_BYTES:
                     self.blocks = None
                 else:
-                    self.blocks.append(xmlfast.squeezed(self.block))
+                    block = xmlfast.squeezed(self.block)
+                    self.squeezed = self.squeezed or block is not self.block
+                    self.blocks.append(block)
         start = self.given
         self.given = len(self.block) if size < 0 else min(len(self.block), start + size)
         return self.block[start:self.given]
@@ -437,6 +454,7 @@ class _Tee:
         blocks = self.blocks
         if blocks is not None:
             self.blocks, self.kept = [], 0
+        self.took_squeezed, self.squeezed = self.squeezed, False
         return blocks
 
     def tell(self) -> int:
@@ -496,6 +514,14 @@ class _Reader:
         self.flushed_bytes = 0
         # The chunks' text is cut from the file's bytes (None once they are serialized instead).
         self.file_text: xmlfast.FileText | None = None
+        # The bytes phase: whether the reader went on to it, the file up to the root's `>` (to read on from a place
+        # in the file) and the root's start tag on one line (to parse messages in), and whether the rest of the file
+        # is being read on from a place (`_resume`), after a message on line `resumed_after`.
+        self.handed_over = self.continued = False
+        self.root_head: bytes | None = None
+        self.root_tag = ""
+        self.resumed_after = 0
+        self.pool: ThreadPoolExecutor | None = None
 
     # -- the stream --------------------------------------------------------------
 
@@ -514,7 +540,19 @@ class _Reader:
         yield from self._read(io.BytesIO(source))
 
     def _read(self, stream: BinaryIO) -> Iterator[RawFeed]:
-        self.stream = tee = _Tee(stream, keep=self.fast and FILE_TEXT)
+        keep = self.fast and FILE_TEXT
+        checker = etree.XMLParser(target=_NoEvents(), **PARSER_OPTIONS) if keep and BYTES_PHASE else None
+        try:
+            yield from self._parse(_Tee(stream, keep=keep, checker=checker))
+        finally:
+            for pool in (self.worker, self.pool):
+                if pool is not None:
+                    # An unfinished file (an error, or the caller stopped early) leaves a few jobs behind.
+                    pool.shutdown(wait=True, cancel_futures=True)
+            self.worker = self.pool = None
+
+    def _parse(self, tee: _Tee) -> Iterator[RawFeed]:
+        self.stream = tee
         # Blank text between elements is dropped as it is parsed (a blank that is an element's whole
         # content is kept): the XSD ignores it in element-only content, and a chunk serializes smaller.
         events = etree.iterparse(tee, events=("end",), tag=("Message", ROOT_TAG), remove_blank_text=True,
@@ -523,11 +561,9 @@ class _Reader:
             yield from self._events(events)
         except etree.XMLSyntaxError as exc:
             raise _malformed(exc, events.error_log) from None
-        finally:
-            if self.worker is not None:
-                # An unfinished file (an error, or the caller stopped early) leaves at most one job behind.
-                self.worker.shutdown(wait=True, cancel_futures=True)
-                self.worker = None
+        if self.handed_over:
+            del events  # and with it the tree: the rest of the file is read in its bytes
+            yield from self._bytes_phase()
 
     def _events(self, events: etree.iterparse) -> Iterator[RawFeed]:
         root = None
@@ -538,7 +574,11 @@ class _Reader:
                     if parent is None or parent.getparent() is not None:
                         continue  # a Message nested deeper is part of its message (and its XSD error)
                     root = parent
-                    self._first_message(elem, root)
+                    if self.continued:
+                        self.root = root
+                        self._next_message(elem, root)
+                    else:
+                        self._first_message(elem, root)
                 elif parent is not root:
                     continue
                 else:
@@ -547,6 +587,8 @@ class _Reader:
                 self._finish(elem)
             if self.due:
                 yield self._piece()
+            if self.handed_over:
+                return
         assert self.feed_type is not None  # _finish raised otherwise
         self._flush()
         if self.due:
@@ -559,12 +601,20 @@ class _Reader:
         before = list(elem.itersiblings(preceding=True))
         before.reverse()
         self.root = root
-        blocks = self.stream.blocks if self.stream is not None else None
-        codec = _file_text_codec(b"".join(islice(blocks, 64))[:4096]) if blocks else None
+        stream = self.stream
+        blocks = stream.blocks if stream is not None else None
+        head = b"".join(islice(blocks, 64)) if blocks else b""
+        codec = _file_text_codec(head[:4096]) if blocks else None
         if codec is not None:
             self.file_text = xmlfast.FileText(codec)
-        elif self.stream is not None:
-            self.stream.blocks = None  # no chunk will be cut from them: the tee stops keeping (and squeezing) them
+            found = _ROOT_START.match(head)
+            if found is not None and not stream.squeezed:
+                self.root_head = head[:found.start(2)]
+                self.root_tag = re.sub(r"[\r\n]", " ", (found.group(1) + found.group(2)).decode(codec, "replace"))
+        elif stream is not None:
+            stream.blocks = None  # no chunk will be cut from them: the tee stops keeping (and squeezing) them
+        if stream is not None and self.root_head is None:
+            stream.checker = None
         self._envelope(root, before, elem)
         self._done(elem, root, len(before))
 
@@ -572,7 +622,7 @@ class _Reader:
         # Normally exactly one element precedes since the last message: that message itself, with no tail
         # (blank tails are not kept).
         previous = elem.getprevious()
-        if previous is self.last and previous.tail is None:
+        if previous is not None and previous is self.last and previous.tail is None:
             self._done(elem, root, 0)
             return
         for other in elem.itersiblings(preceding=True):
@@ -584,6 +634,8 @@ class _Reader:
                 _check_tail(other)
             if other is self.last:
                 break
+        if self.last is None:  # the first message read on from a place: what precedes it follows the message before
+            _check_text_at(root.text, self.resumed_after, "after <Message>")
         self._done(elem, root, 0)
 
     def _done(self, elem: etree._Element, root: etree._Element, before: int) -> None:
@@ -600,14 +652,16 @@ class _Reader:
         if self.messages - self.flushed_messages >= self.chunk_messages or (
                 not self.messages % 32 and self.fast and self.stream is not None
                 and self.stream.tell() - self.flushed_bytes >= CHUNK_BYTES):
-            self._flush()
+            self._flush(hand_over=True)
 
     def _finish(self, root: etree._Element) -> None:
         children = list(root)
-        if self.root is None:
+        if self.root is None and not self.continued:
             self._envelope(root, children, None)
             raise FeedError("malformed-xml", f"line {root.sourceline}: the AmazonEnvelope has no Message; a feed "
                             "has one Message per order", line=root.sourceline)
+        if self.continued and self.last is None:  # read on from a place, and no message after it
+            _check_text_at(root.text, self.resumed_after, "after <Message>")
         for child in children:
             if child.tag != "Message":
                 raise _envelope_break(child, "is not part of the envelope; only Message elements may follow the "
@@ -683,15 +737,17 @@ class _Reader:
 
     # -- one message -------------------------------------------------------------
 
-    def _records(self, message: etree._Element, ordinal: int, where: tuple[int, list[int]] | None = None) -> None:
+    def _records(self, message: etree._Element, ordinal: int, where: tuple[int, list[int]] | None = None,
+                 shift: int = 0) -> None:
         """The per-message path: the XSD on the message, then its records cut out one by one. `where`: the
-        line of the message and of each of its items, when the bulk checks counted them (else the parser's)."""
+        line of the message and of each of its items, when the bulk checks counted them (else the parser's, with
+        `shift` added: the message may have been parsed apart from the file)."""
         explained_whole: list[str] = []
         explained_items: dict[int, list[str]] = {}
         schema = self.schema
         assert schema is not None
         if not schema.validate(message):
-            explained_whole, explained_items = _explain(schema.error_log, self.payload_tag, self.item_tag)
+            explained_whole, explained_items = _explain(schema.error_log, self.payload_tag, self.item_tag, shift)
 
         message_id = payload = None
         for child in message:
@@ -721,12 +777,12 @@ class _Reader:
                     if text is not None:
                         base[index] = text.strip(_XML_SPACE) or None
 
-        message_line = message.sourceline
+        message_line = message.sourceline + shift
         item_lines: list[int] = []
         if where is not None:
             message_line, item_lines = where
         if len(item_lines) != len(items):  # items nested deeper were counted too: the parser's lines, then
-            item_lines = [item.sourceline for item in items]
+            item_lines = [item.sourceline + shift for item in items]
         rows, keys = self.rows, self.keys
         if not items:
             rows.append(tuple(base))
@@ -831,17 +887,18 @@ class _Reader:
         # The elements are read here, on the parser's thread, never by the worker; each proxy is dropped at once.
         return pl.Series([item.sourceline for item in root.iter(self.item_tag)], dtype=pl.Int64)
 
-    def _settle(self, survey: xmlfast.Survey, root: etree._Element) -> pl.DataFrame | None:
-        """The records of a surveyed chunk, whose messages are the first children of the root: new signatures
-        get a plan (once the XSD accepts a message of theirs) and are checked in bulk too; every message
-        that has no plan or fails a check is validated with the XSD on its own."""
+    def _settle(self, survey: xmlfast.Survey,
+                elements: Callable[[list[int]], list[tuple[etree._Element, int]]]) -> pl.DataFrame | None:
+        """The records of a surveyed chunk, whose messages `elements` gives (by their places in the chunk, each with
+        what to add to its lines): new signatures get a plan (once the XSD accepts a message of theirs) and are
+        checked in bulk too; every message that has no plan or fails a check is validated with the XSD on its own."""
         batch, schema = self.batch, self.schema
         assert batch is not None and schema is not None and self.feed_type is not None
         first, count = survey.first, survey.count
         unplanned = survey.unplanned
         if unplanned is None:  # the text could not be cut into these messages: each on its own
-            for index, message in enumerate(root[:count]):
-                self._records(message, first + index)
+            for index, (message, shift) in enumerate(elements(list(range(count)))):
+                self._records(message, first + index, None, shift)
             return None
         assert survey.lines is not None
         parts = [survey.fast] if survey.fast is not None else []
@@ -861,7 +918,7 @@ class _Reader:
                 elif known is not None:
                     plan_of[signature] = known.id
             needed = sorted({row for _, rows in new for row in rows})
-            element = dict(zip(needed, _children(root, needed), strict=True))
+            element = {row: message for row, (message, _) in zip(needed, elements(needed), strict=True)}
             for signature, rows in new:
                 # A shape is taken on trust only once the XSD has accepted a message of it.
                 for row in rows:
@@ -887,14 +944,15 @@ class _Reader:
                     parts.append(fast)
                     failed += more
         wanted = sorted(slow.get_column("_msg").to_list() + failed)
-        for ordinal, message, where in zip(wanted, _children(root, [ordinal - first for ordinal in wanted]),
-                                           survey.where(wanted), strict=True):
-            self._records(message, ordinal, where)
+        for ordinal, (message, shift), where in zip(wanted, elements([ordinal - first for ordinal in wanted]),
+                                                    survey.where(wanted), strict=True):
+            self._records(message, ordinal, where, shift)
         return pl.concat(parts) if parts else None
 
-    def _flush(self) -> None:
+    def _flush(self, hand_over: bool = False) -> None:
         """Close a chunk: hand it out and settle the chunk before it (whose bulk checks ran meanwhile), and turn
-        the settled records into one frame in file order."""
+        the settled records into one frame in file order. The file's first chunk, closed before its end
+        (`hand_over`), may instead be settled at once, and the rest of the file read in its bytes."""
         first, count = self.flushed_messages + 1, self.messages - self.flushed_messages
         self.flushed_messages = self.messages
         if self.stream is not None and not self.stream.closed:
@@ -906,9 +964,13 @@ class _Reader:
                 # Cut from the file's bytes, the chunk needs no element: it is handed out first, so that the worker
                 # has it while the chunk before is settled here.
                 self._hand_out(root, first, count)
+                if hand_over and self._hand_over(root):
+                    return
                 parts = self._settled(root, leave=1)
             else:
                 # Serialized, the chunk before must go first: its messages are the first children of the root.
+                if self.stream is not None:
+                    self.stream.checker = None  # no bytes phase after a chunk not cut from the bytes
                 parts = self._settled(root)
                 if count:
                     self._hand_out(root, first, count)
@@ -917,6 +979,181 @@ class _Reader:
             # still be growing in the parser.
             del root[:root.index(self.last)]
         self._close(parts)
+
+    def _hand_over(self, root: etree._Element) -> bool:
+        """Whether the chunk just handed out, the file's first, has been settled here so that the rest of the file is
+        read in its bytes (`_bytes_phase`): only if it was cut from the bytes, which the checking parser has had from
+        the start, and it ends where the next can be cut from (known column, no blank squeezed in its bytes)."""
+        stream, text = self.stream, self.file_text
+        assert stream is not None
+        if stream.checker is None or self.continued or len(self.jobs) != 1:
+            return False
+        survey = self.jobs[0][0].result()
+        if survey.lost or text is None or text.lost or text.column is None or stream.took_squeezed:
+            stream.checker = None
+            return False
+        assert survey.places is not None
+        self.resumed_after = survey.places.item(survey.count - 1, "_mline")
+        self._close(self._settled(root))
+        self.handed_over = True
+        self.root = self.last = None  # the tree is let go
+        return True
+
+    # -- the bytes phase ----------------------------------------------------------
+
+    def _bytes_phase(self) -> Iterator[RawFeed]:
+        """The rest of the file after its first chunk, read in its bytes: no parser builds a tree for it.
+
+        The checking parser the tee has fed from the start reads on, block by block, and only says whether the
+        file is well-formed (libxml2 with no callbacks: the tree costs most of a parse). Chunks are cut at a line
+        end after a `</Message>` and surveyed on the worker as `xmlfast.cut_chunk`, which takes only a chunk of
+        top-level messages with nothing but blanks between them; the messages that go to the XSD are parsed apart
+        from their text (`_fragments`). Anything else — a chunk that is not such messages, text or an element after
+        the last one, a not well-formed file — has the rest of the file read from that chunk's start as the first
+        pass would have read it (`_resume`), so the report is the same in every case."""
+        tee, text = self.stream, self.file_text
+        assert tee is not None and text is not None and tee.checker is not None and text.column is not None
+        checker, stream, codec = tee.checker, tee.stream, text.codec
+        tee.checker = None
+        data = text.carry
+        place = _Place(stream.tell() - len(data), text.line, text.column)
+        most = self.chunk_messages
+        pending, size, ends = [data], len(data), data.count(_END_TAG)
+        block = b"-"
+        while block:
+            block = stream.read(READ_BYTES)
+            if block:
+                try:
+                    checker.feed(block)
+                except etree.XMLSyntaxError as exc:
+                    yield from self._not_well_formed(exc, checker, place)
+                    return
+                pending.append(block)
+                size += len(block)
+                ends += block.count(_END_TAG)
+                if size < CHUNK_BYTES and ends < most:
+                    continue
+            data = b"".join(pending)
+            while end := _chunk_end(data, most, at_end=not block):
+                chunk = data[:end]
+                self._hand_out_chunk(chunk, place, codec)
+                if (yield from self._settled_chunks(leave=CHUNKS_OUT - 1)):
+                    return
+                place = _after(place, chunk, codec)
+                data = data[end:]
+                if block and len(data) < CHUNK_BYTES and data.count(_END_TAG) < most:
+                    break
+            if len(data) > KEPT_BYTES:
+                yield from self._resume(place)  # no line ends with a Message: a file on one line, say
+                return
+            pending, size, ends = [data], len(data), data.count(_END_TAG)
+        if (yield from self._settled_chunks(leave=0)):
+            return
+        if not _ROOT_END.fullmatch(data):
+            yield from self._resume(place)  # what follows the last message is for the parser to judge
+            return
+        try:
+            checker.close()
+        except etree.XMLSyntaxError as exc:
+            yield from self._not_well_formed(exc, checker, place)
+            return
+        if self.chunks:
+            yield self._piece()
+
+    def _hand_out_chunk(self, chunk: bytes, place: _Place, codec: str) -> None:
+        """Give the worker a chunk of the bytes phase; its messages are counted by their `</Message>`."""
+        batch, worker = self.batch, self.worker
+        assert batch is not None and worker is not None
+        count = chunk.count(_END_TAG)
+        first = self.messages + 1
+        self.messages = self.flushed_messages = self.messages + count
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=BYTES_WORKERS, thread_name_prefix="orderfeeds-xml-bytes")
+        job = self.pool.submit(batch.survey, xmlfast.Chunk(chunk, count, place.line, codec), count, first, self.item_tag,
+                            pl.Series(dtype=pl.Int64), None, batch.lookup(), batch.plan_table())
+        self.jobs.append((job, (place, first)))
+
+    def _settled_chunks(self, leave: int) -> Iterator[RawFeed]:
+        """Settle the chunks out but the last `leave`, oldest first, handing out a piece when one is due; True (the
+        generator's value) if one of them was not what it must be, and the rest of the file was read from its start."""
+        while len(self.jobs) > leave:
+            job, (place, first) = self.jobs.popleft()
+            survey = job.result()
+            parts = None if survey.lost else self._settled_apart(survey)
+            if parts is None:
+                yield from self._resume(place, first)
+                return True
+            assert survey.places is not None
+            self.resumed_after = survey.places.item(survey.count - 1, "_mline")
+            self._close(parts)
+            if self.due:
+                yield self._piece()
+        return False
+
+    def _settled_apart(self, survey: xmlfast.Survey) -> list[pl.DataFrame] | None:
+        """`_settle` for a chunk of the bytes phase; None, and nothing kept, if a message would not parse apart."""
+        rows, keys, issues = len(self.rows), [len(column) for column in self.keys], len(self.issues[2])
+        try:
+            fast = self._settle(survey, lambda offsets: self._fragments(survey, offsets))
+        except (etree.XMLSyntaxError, _NotAsCut):
+            del self.rows[rows:]
+            for column, length in zip(self.keys, keys, strict=True):
+                del column[length:]
+            for column in self.issues:
+                del column[issues:]
+            return None
+        return [fast] if fast is not None else []
+
+    def _fragments(self, survey: xmlfast.Survey, offsets: list[int]) -> list[tuple[etree._Element, int]]:
+        """The elements of the chunk's messages at these places, each with what to add to its lines: parsed from their
+        text in the root's start tag, a few thousand lines at a time (libxml2 keeps a line in 16 bits)."""
+        assert survey.texts is not None and survey.places is not None
+        texts = survey.texts.gather(offsets).to_list()
+        lines = survey.places.get_column("_mline").gather(offsets).to_list()
+        found: list[tuple[etree._Element, int]] = []
+        start = 0
+        while start < len(texts):
+            parts, shifts, line = [self.root_tag], [], 1
+            end = start
+            while end < len(texts) and (end == start or line + texts[end].count("\n") < _FRAGMENT_LINES):
+                parts += ("<Message", texts[end])
+                shifts.append(lines[end] - line)
+                line += texts[end].count("\n")
+                end += 1
+            parts.append("</AmazonEnvelope>")
+            root = etree.fromstring("".join(parts), _fragment_parser())
+            if len(root) != end - start:
+                raise _NotAsCut()
+            found += zip(root, shifts, strict=True)
+            start = end
+        return found
+
+    def _not_well_formed(self, exc: etree.XMLSyntaxError, checker: etree.XMLParser, place: _Place) -> Iterator[RawFeed]:
+        """The checking parser found the file not well-formed, before `place` (where the bytes not yet handed out
+        start) or after it: in the chunks handed out, where the first pass would have found nothing else before it
+        once they are settled, or after them, where the rest of the file is read as the first pass would."""
+        if (yield from self._settled_chunks(leave=0)):
+            return
+        entry = _first_error(checker.error_log)
+        where = (entry.line, entry.column) if entry is not None else exc.position
+        if where < (place.line, place.column):
+            raise _malformed(exc, checker.error_log) from None
+        yield from self._resume(place)
+
+    def _resume(self, place: _Place, first: int | None = None) -> Iterator[RawFeed]:
+        """The rest of the file from `place`, between two top-level messages (`first` is the next one's ordinal), read
+        by a parser that builds the tree, as the first pass reads a file: everything before it is settled."""
+        self.jobs.clear()  # a chunk still out is after the place; the worker's result is not waited for
+        if first is not None:
+            self.messages = self.flushed_messages = first - 1
+        assert self.stream is not None and self.root_head is not None and self.file_text is not None
+        codec = self.file_text.codec
+        self.file_text = xmlfast.FileText(codec)
+        self.root = self.last = None
+        self.continued, self.handed_over = True, False
+        self.message_lines = array("q")
+        self.flushed_bytes = 0
+        yield from self._parse(_Tee(_Resumed(self.stream.stream, self.root_head, place, codec), keep=True))
 
     def _drain(self) -> None:
         """At the end of the file: settle the chunks still out."""
@@ -937,7 +1174,7 @@ class _Reader:
             count, first, item_tag, message_lines, _, known, plans = handed
             survey = self.batch.survey(etree.tostring(root, encoding="unicode"), count, first, item_tag, message_lines,
                                        self._item_lines(root), known, plans)
-        fast = self._settle(survey, root)
+        fast = self._settle(survey, lambda offsets: [(message, 0) for message in _children(root, offsets)])
         # Memory stays flat: the chunk's messages are done. While the parser runs, the next chunk's messages
         # follow them, so none of them is the last, whose tail may still grow.
         del root[:survey.count]
@@ -1102,6 +1339,124 @@ def _component(component: etree._Element, positions: dict[str, int], row: list[s
         row[index] = _amount_text(_text(amount))
 
 
+# ----------------------------------------------------------------------------- the bytes phase
+
+_END_TAG = b"</Message>"
+_LINE_END = re.compile(rb"[ \t\r]*\n")
+# The root's start tag, after what may come before it (a byte order mark, blanks, the XML declaration, comments and
+# PIs: the prolog has been checked for declarations already). Its last group is the `>` that ends it.
+_ROOT_START = re.compile(rb"(?:\xef\xbb\xbf)?(?:[ \t\r\n]+|<!--(?s:.*?)-->|<\?(?s:.*?)\?>)*"
+                         rb"(<AmazonEnvelope(?:[ \t\r\n]+[^ \t\r\n=/>]+[ \t\r\n]*=[ \t\r\n]*(?:\"[^\"]*\"|'[^']*'))*"
+                         rb"[ \t\r\n]*)(>)")
+_ROOT_END = re.compile(rb"[ \t\r\n]*</AmazonEnvelope[ \t\r\n]*>[ \t\r\n]*")
+# At most this many lines of messages go into one document parsed to find their elements: libxml2 keeps a line in 16
+# bits.
+_FRAGMENT_LINES = 60_000
+
+
+class _NoEvents:
+    """A parser target that wants no event: libxml2 then checks the document without building a tree for it."""
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where in the file a chunk of the bytes phase starts: its offset, and the line and column (libxml2's: from 1,
+    a character a column) of that byte."""
+
+    offset: int
+    line: int
+    column: int
+
+
+class _Resumed:
+    """The file read on from a place by a new parser: the file's own start up to the root's start tag, then blanks
+    inside that tag so that the tag ends just before the place, then the file from there. So every line and column
+    the parser gives is the file's, and it sees what it would have seen there in one pass."""
+
+    def __init__(self, stream: BinaryIO, head: bytes, place: _Place, codec: str):
+        lines = place.line - (head.count(b"\n") + 1)  # lines between the tag's end and the place
+        column = len(head[head.rfind(b"\n") + 1:].decode(codec, "replace")) + 1  # where the tag's `>` would go
+        if lines == 0:
+            padding = b" " * (place.column - 1 - column) + b">"
+        elif place.column == 1:
+            padding = b"\n" * (lines - 1) + b">\n"
+        else:
+            padding = b"\n" * lines + b" " * (place.column - 2) + b">"
+        stream.seek(place.offset)
+        self.stream = stream
+        self.prefix = head + padding
+        self.given = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.given < len(self.prefix):
+            part = self.prefix[self.given:] if size < 0 else self.prefix[self.given:self.given + size]
+        else:
+            part = self.stream.read(size)
+        self.given += len(part)
+        return part
+
+    def tell(self) -> int:
+        return self.given
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+
+class _NotAsCut(Exception):
+    """Messages parsed apart from their text are not the elements they were cut as."""
+
+
+def _fragment_parser() -> etree.XMLParser:
+    """The parser of messages parsed apart, as hardened as the file's; one per thread, as lxml's parsers are."""
+    cached = getattr(_local, "fragment_parser", None)
+    if cached is None:
+        cached = _local.fragment_parser = etree.XMLParser(remove_blank_text=True, **PARSER_OPTIONS)
+    return cached
+
+
+def _after(place: _Place, chunk: bytes, codec: str) -> _Place:
+    """Where the bytes after `chunk`, which starts at `place`, start."""
+    line_feed = chunk.rfind(b"\n")
+    if line_feed < 0:
+        column = place.column + len(chunk.decode(codec, "replace"))
+    else:
+        column = len(chunk[line_feed + 1:].decode(codec, "replace")) + 1
+    return _Place(place.offset + len(chunk), place.line + chunk.count(b"\n"), column)
+
+
+def _chunk_end(data: bytes, most: int, at_end: bool) -> int:
+    """Where a chunk of the bytes phase ends in `data`: after a `</Message>` and the blanks and line end after it (so
+    that the next starts a line) among the first `most` messages, or 0 if there is no such place. At the file's
+    end, the last of those `</Message>` will do (0 if there is none)."""
+    limit = len(data)
+    if data.count(_END_TAG) > most:
+        at = -1
+        for _ in range(most):
+            at = data.find(_END_TAG, at + 1)
+        limit = at + len(_END_TAG)
+        line_end = _LINE_END.match(data, limit)
+        if line_end is not None:
+            limit = line_end.end()
+    if at_end:
+        last = data.rfind(_END_TAG, 0, limit)
+        return last + len(_END_TAG) if last >= 0 else 0
+    # Line by line from the end: a line that ends a Message is found within a few lines in an indented file, and
+    # a file on one line has none at all.
+    end = data.rfind(b"\n", 0, limit)
+    for _ in range(1000):
+        if end < 0:
+            return 0
+        before = data[max(0, end - 64):end].rstrip(b" \t\r")
+        if before.endswith(_END_TAG):
+            return end + 1
+        end = data.rfind(b"\n", 0, end)
+    return 0
+
+
 # ----------------------------------------------------------------------------- safety checks
 
 
@@ -1235,13 +1590,16 @@ _LIMIT_ERRORS = ("excessive depth", "huge text", "huge input", "amplification", 
                  "resource limit", "too large", "xml_parse_huge")
 
 
+def _first_error(log):
+    for entry in log or ():
+        if entry.level >= etree.ErrorLevels.ERROR:
+            return entry
+    return None
+
+
 def _malformed(exc: etree.XMLSyntaxError, log) -> FeedError:
     """`malformed-xml` with libxml2's own reason and where it is; parser limits are `unsafe-xml`."""
-    entry = None
-    for candidate in log or ():
-        if candidate.level >= etree.ErrorLevels.ERROR:
-            entry = candidate
-            break
+    entry = _first_error(log)
     if entry is not None:
         reason, line, column = entry.message, entry.line, entry.column
     else:
@@ -1263,7 +1621,11 @@ def _envelope_break(elem: etree._Element, what: str) -> FeedError:
 
 def _check_text(text: str | None, near: etree._Element, where: str) -> None:
     if text is not None and text.strip(_XML_SPACE):
-        line = near.sourceline
+        _check_text_at(text, near.sourceline, where)
+
+
+def _check_text_at(text: str | None, line: int, where: str) -> None:
+    if text is not None and text.strip(_XML_SPACE):
         raise FeedError("malformed-xml", f"line {line}: the AmazonEnvelope holds text '{_shown(text.strip())}' "
                         f"{where}; it may hold only elements", line=line)
 
@@ -1326,13 +1688,14 @@ def _relevant(log) -> list:
     return kept
 
 
-def _explain(log, payload_tag: str, item_tag: str) -> tuple[list[str], dict[int, list[str]]]:
-    """XSD errors as sentences: those about the message as a whole, and those of each item."""
+def _explain(log, payload_tag: str, item_tag: str, shift: int = 0) -> tuple[list[str], dict[int, list[str]]]:
+    """XSD errors as sentences: those about the message as a whole, and those of each item (`shift` added to the
+    lines)."""
     whole: list[str] = []
     items: dict[int, list[str]] = {}
     for entry in _relevant(log):
         index = _item_of(entry.path or "", entry.message, payload_tag, item_tag)
-        (whole if index is None else items.setdefault(index, [])).append(_readable(entry))
+        (whole if index is None else items.setdefault(index, [])).append(_readable(entry, shift))
     return whole, items
 
 
@@ -1350,9 +1713,9 @@ def _item_of(path: str, message: str, payload_tag: str, item_tag: str) -> int | 
     return int(step["n"] or 1)
 
 
-def _readable(entry) -> str:
+def _readable(entry, shift: int = 0) -> str:
     """One libxml2 schema error as 'line L, Element/@attribute: explanation'."""
-    return f"line {entry.line}{_sentence(entry.message)}"
+    return f"line {entry.line + shift}{_sentence(entry.message)}"
 
 
 @lru_cache(maxsize=4096)

@@ -299,6 +299,7 @@ class FileText:
         self.codec = codec
         self.carry = b""
         self.line = 1
+        self.column: int | None = 1
         self.lost = False
 
     def cut(self, blocks: list[bytes], count: int, message_lines: pl.Series,
@@ -363,30 +364,93 @@ class FileText:
         before = _CLOSED.sub("", head["t"])
         if not matched.all() or any(opener in before for opener in _OPENERS):
             return self._lose()
-        altered = cut.str.contains_any(_ALTERED)
-        if altered.any():  # a plain chunk looks once; one with a comment twice
-            cut = cut.str.replace_all(_ONE_LINE_DROPPED, "")
-            altered = cut.str.contains_any(_ALTERED)
-            # What is left must close in its message, or a `<Message` in it may have been taken for a message's start.
-            if altered.any() and cut.filter(altered).str.replace_all(_CLOSED.pattern, "").str.contains_any(
-                    _OPENERS).any():
-                return self._lose()
+        judged = _judged(cut, lines, item_tag)
+        if judged is None:
+            return self._lose()
         end = head["bytes"] + int(messages.get_column("bytes").head(count - 1).sum()) + count * len("<Message") \
             + (len(last.encode()) if self.codec == "utf-8" else len(last))
         self.line += head["nl"] + int(nl.head(count - 1).sum()) + last.count("\n")
         self.carry = data[end:]
-        if cut.str.contains("\r", literal=True).any():
-            cut = cut.str.replace_all("\r\n", "\n", literal=True)
-            altered = altered | cut.str.contains("\r", literal=True)  # the parser reads a lone CR as LF
-        item_lines = _item_lines(cut, lines.item(0), item_tag)
-        # A `>` in a text would be escaped in a serialization, and here it could pass for a tag's end.
-        ok = ~altered & (cut.str.count_matches("<", literal=True) + 1 == cut.str.count_matches(">", literal=True))
-        return pl.DataFrame({"raw": cut, "ok": ok}), lines, item_lines
+        # The column the carry starts in, as libxml2 counts it (a character a column, from 1 after each LF); None
+        # when the last message has no LF after which to count (or a lone CR, which the parser may count apart).
+        after = last.rfind("\n")
+        self.column = len(last) - after if after >= 0 and "\r" not in last[after:] else None
+        return judged
 
     def _lose(self) -> None:
         self.lost = True
         self.carry = b""
         return None
+
+
+@dataclass
+class Chunk:
+    """Messages as the file's bytes hold them, with no parser's count to hold them to (xml.py's bytes phase): `data`
+    runs from between two top-level messages to just after a `</Message>` (and maybe the line end after it),
+    `count` is how many `</Message>` it holds and `line` the line it starts on."""
+
+    data: bytes
+    count: int
+    line: int
+    codec: str
+
+
+def cut_chunk(chunk: Chunk, item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.Series] | None:
+    """What `FileText.cut` gives for a chunk (and each message's `text` as the bytes have it), cut with no parser's
+    count or lines to check it by; None if the chunk is not `count` top-level Messages with only blanks around them.
+
+    The chunk starts between two top-level messages. So when it is blanks and then pieces that each run from a
+    `<Message` start tag to the one `</Message>` they hold, with only blanks after it, each piece is one top-level
+    Message: in a document that is well-formed (the reader's parser checks that) that end tag closes the innermost
+    Message open, which is the piece's own, as no other starts in it. A comment, a PI or CDATA holding a Message's tag
+    breaks that shape, or else is left open in its message (`_judged`); what else could stand between messages (an
+    element, text) breaks it too."""
+    try:
+        text = squeezed(chunk.data).decode(chunk.codec)
+    except UnicodeDecodeError:
+        return None  # the parser will say where (or read it apart from Python: windows-1255's 0xCA)
+    t = pl.col("t")
+    pieces = pl.DataFrame({"t": pl.Series([text], dtype=pl.String)}).lazy().select(
+        t.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT),
+    ).explode("t").with_columns(
+        t.str.count_matches("\n", literal=True).cast(pl.Int64).alias("nl"),
+        (t.str.strip_chars_end(WS).str.ends_with(_MESSAGE_END)
+         & (t.str.count_matches(_MESSAGE_END, literal=True) == 1)).alias("whole"),
+    ).collect(engine=ENGINE)
+    if pieces.height != chunk.count + 1 or pieces.item(0, "t").strip(WS):
+        return None
+    messages = pieces.slice(1)
+    if not messages.get_column("whole").all():
+        return None
+    nl = messages.get_column("nl")
+    lines = (nl.cum_sum() - nl + (chunk.line + pieces.item(0, "nl"))).alias("_mline")
+    texts = messages.get_column("t")
+    judged = _judged(texts, lines, item_tag)
+    if judged is None:
+        return None
+    # What the bytes say, for a message that is parsed apart: `raw` has had comments cut out, even from inside CDATA.
+    return judged[0].with_columns(texts.alias("text")), judged[1], judged[2]
+
+
+def _judged(cut: pl.Series, lines: pl.Series, item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.Series] | None:
+    """A chunk's messages cut from the file's bytes (`cut`, each from just after `<Message`, starting on `lines`) as
+    `table` takes them, with `ok` false for one whose text the parser changes, and the lines of their items; None if
+    a comment, PI or CDATA section opens in a message and does not close in it (it may hold a `<Message` the chunk
+    was cut at)."""
+    altered = cut.str.contains_any(_ALTERED)
+    if altered.any():  # a plain chunk looks once; one with a comment twice
+        cut = cut.str.replace_all(_ONE_LINE_DROPPED, "")
+        altered = cut.str.contains_any(_ALTERED)
+        if altered.any() and cut.filter(altered).str.replace_all(_CLOSED.pattern, "").str.contains_any(
+                _OPENERS).any():
+            return None
+    if cut.str.contains("\r", literal=True).any():
+        cut = cut.str.replace_all("\r\n", "\n", literal=True)
+        altered = altered | cut.str.contains("\r", literal=True)  # the parser reads a lone CR as LF
+    item_lines = _item_lines(cut, lines.item(0), item_tag)
+    # A `>` in a text would be escaped in a serialization, and here it could pass for a tag's end.
+    ok = ~altered & (cut.str.count_matches("<", literal=True) + 1 == cut.str.count_matches(">", literal=True))
+    return pl.DataFrame({"raw": cut, "ok": ok}), lines, item_lines
 
 
 def _without_dropped_tails(pieces: pl.DataFrame, count: int) -> pl.DataFrame:
@@ -523,6 +587,9 @@ class Survey:
     # Where each message of the chunk is (by position): `_mline`, its line, and `_offset` and `_n`, where its
     # items' lines are in `lines`.
     places: pl.DataFrame | None = None
+    # A `Chunk`'s messages as its bytes hold them (each from just after `<Message`): where the parser's thread finds
+    # the elements of those that go to the XSD, as no tree holds them.
+    texts: pl.Series | None = None
 
     def where(self, ordinals: list[int]) -> list[tuple[int, list[int]] | None]:
         """The line of each of these messages of the chunk and those of its items, as the bulk checks found them."""
@@ -622,13 +689,13 @@ class Batch:
             self.known = (pl.Series(list(planned), dtype=pl.String), pl.Series(list(planned.values()), dtype=pl.Int64))
         return self.known
 
-    def survey(self, text: str | tuple[FileText, list[bytes]], count: int, first: int, item_tag: str,
+    def survey(self, text: str | tuple[FileText, list[bytes]] | Chunk, count: int, first: int, item_tag: str,
                message_lines: pl.Series, item_lines: pl.Series | None, known: tuple[pl.Series, pl.Series],
                plans: pl.DataFrame) -> Survey:
         """One chunk's messages (ordinals `first`...) judged in bulk with the plans known when it was handed out.
 
-        `text` is the chunk serialized (its messages the first `count` of the envelope), or the file's bytes
-        read since the chunk before with what cuts them. Runs on the reader's worker thread: it touches no
+        `text` is the chunk serialized (its messages the first `count` of the envelope), the file's bytes
+        read since the chunk before with what cuts them, or a `Chunk` (whose `count` this is). Runs on the reader's worker thread: it touches no
         element, only that text, the lines of the chunk's messages as the parser gave them and, for a
         serialized chunk, those of every `item_tag` element in document order (those of messages after the
         chunk may follow); lines counted in the file's bytes replace them when the chunk is cut from those.
@@ -636,14 +703,15 @@ class Batch:
         if isinstance(text, str):
             pieces = serialized_messages(text, count)
         else:
-            file_text, blocks = text
-            taken = file_text.cut(blocks, count, message_lines, item_tag)
+            taken = cut_chunk(text, item_tag) if isinstance(text, Chunk) else text[0].cut(text[1], count,
+                                                                                        message_lines, item_tag)
             if taken is None:
                 return Survey(first, count, None, None, [], None, lost=True)
             pieces, message_lines, item_lines = taken
         table_ = table(pieces, item_tag) if pieces is not None else None
         if table_ is None or item_lines is None:
-            return Survey(first, count, None, None, [], None)
+            # A `Chunk` has no tree to take its messages from one by one.
+            return Survey(first, count, None, None, [], None, lost=isinstance(text, Chunk))
         items = table_.get_column("_n")
         signatures, ids = known
         chunk = pl.DataFrame({
@@ -658,7 +726,8 @@ class Batch:
         planned = chunk.filter(pl.col("plan").is_not_null())
         fast, failed = self.frame(planned, item_lines, plans) if planned.height else (None, [])
         return Survey(first, count, chunk.filter(pl.col("plan").is_null()), fast, failed, item_lines,
-                      places=chunk.select("_mline", "_offset", "_n"))
+                      places=chunk.select("_mline", "_offset", "_n"),
+                      texts=pieces.get_column("text") if isinstance(text, Chunk) else None)
 
     def frame(self, chunk: pl.DataFrame, lines: pl.Series, plans: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
         """The records of the chunk's messages (columns _msg, plan, vals, _mline, _offset, _n) that pass every
