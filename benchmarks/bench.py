@@ -191,7 +191,8 @@ def main() -> None:
         if kind not in ("iterparse", "floor"):
             from orderfeeds import allocator
 
-            allocator.tune()  # as the `orderfeeds` command does; the floors are bare reads
+            allocator.tune_polars()  # as the `orderfeeds` command does; the floors are bare reads
+            allocator.tune()
         print(json.dumps(CHILDREN[kind](*map(Path, paths))))
         return
     snapshot, feed = args.dir / args.snapshot, args.dir / args.feed

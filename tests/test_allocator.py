@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import subprocess
 import sys
@@ -68,3 +69,35 @@ def test_the_command_tunes_the_allocator_before_it_works(monkeypatch: pytest.Mon
                                        "--snapshot", str(SAMPLES / "orders-snapshot.tsv"), "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output  # the sample has rejected records
     assert calls == ["tune"]
+
+
+# What the variable holds once polars is imported in a fresh process, after `import orderfeeds.cli` or on its own.
+POLARS_CONF = """
+import os, sys
+if sys.argv[1] == "cli":
+    import orderfeeds.cli
+else:
+    import orderfeeds
+    assert "polars" not in sys.modules  # the package's names are imported when first used
+    import polars
+print(os.environ.get("_RJEM_MALLOC_CONF", ""))
+"""
+
+
+def polars_conf(how: str, **env: str) -> str:
+    environment = {key: value for key, value in os.environ.items() if key != allocator.POLARS_MALLOC_CONF}
+    out = subprocess.run([sys.executable, "-c", POLARS_CONF, how], capture_output=True, text=True, check=True,
+                         env={**environment, **env})
+    return out.stdout.strip()
+
+
+def test_the_command_gives_polars_one_arena_before_polars_starts():
+    # polars puts its own settings first, then what the variable held when it was imported: one arena.
+    assert polars_conf("cli").endswith(",narenas:1")
+    assert "narenas" not in polars_conf("library")  # importing the library changes nothing
+
+
+def test_a_number_of_arenas_given_stays():
+    assert polars_conf("cli", _RJEM_MALLOC_CONF="narenas:3").endswith(",narenas:3")
+    assert "polars" in sys.modules
+    assert allocator.tune_polars() is False  # too late once polars is imported

@@ -1,9 +1,11 @@
-"""glibc's allocator set up for the XML reader, once, by the command (a library leaves process settings alone)."""
+"""The allocators set up for reading large feeds, once, by the command (a library leaves process settings alone)."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import sys
 
 M_MXFAST = 1  # glibc's mallopt parameter: the largest request served from the fastbins (0: none)
 
@@ -26,3 +28,26 @@ def tune() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt(M_MXFAST, 0) == 1
+
+
+# polars' jemalloc reads its settings from this variable when it starts, that is when polars is imported.
+POLARS_MALLOC_CONF = "_RJEM_MALLOC_CONF"
+ONE_ARENA = "narenas:1"
+
+
+def tune_polars() -> bool:
+    """Give polars' jemalloc one arena instead of four per core, unless polars is imported already (then it is too late)
+    or the variable names a number of arenas already (a user's own setting stays); True if set. polars puts its own
+    settings in front of what the variable holds when it is imported.
+
+    Each thread that allocates takes an arena of its own, and an arena keeps the pages freed in it for a while. The
+    XML reader's worker threads each build a chunk's frames, so with an arena each the pages kept add up: reading the
+    1M-message XML peaked at 390-410 MB, and with one arena at 330-350 MB, in 0.95x the time (each thread still has
+    its own cache of small blocks, so one arena costs no waiting here). `process` of that feed: 32.0 s and 2.75 GB
+    before, 28.0 s and 2.72 GB with one arena.
+    """
+    given = os.environ.get(POLARS_MALLOC_CONF, "")
+    if "polars" in sys.modules or "narenas" in given:
+        return False
+    os.environ[POLARS_MALLOC_CONF] = f"{given},{ONE_ARENA}" if given else ONE_ARENA
+    return True

@@ -7,18 +7,21 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
-import polars as pl
-
 from orderfeeds import __version__, allocator
-from orderfeeds.errors import OrderfeedsError
-from orderfeeds.feedtypes import FeedType
-from orderfeeds.outcomes import FeedResult
-from orderfeeds.pipeline import ProcessOptions, process_feeds
-from orderfeeds.readers import CHUNK_RECORDS, XML_CHUNK_RECORDS
-from orderfeeds.runner import Locked, RunOptions, run_spool
-from orderfeeds.snapshot import read_snapshot, write_snapshot
-from orderfeeds.state.store import DEFAULT_URL, StateError, open_store
+
+allocator.tune_polars()  # before polars is imported: the command's setting, not the library's
+
+import click  # noqa: E402
+import polars as pl  # noqa: E402
+
+from orderfeeds.errors import OrderfeedsError  # noqa: E402
+from orderfeeds.feedtypes import FeedType  # noqa: E402
+from orderfeeds.outcomes import FeedResult  # noqa: E402
+from orderfeeds.pipeline import ProcessOptions, process_feeds  # noqa: E402
+from orderfeeds.readers import CHUNK_RECORDS, XML_CHUNK_RECORDS  # noqa: E402
+from orderfeeds.runner import Locked, RunOptions, run_spool  # noqa: E402
+from orderfeeds.snapshot import read_snapshot, write_snapshot  # noqa: E402
+from orderfeeds.state.store import DEFAULT_URL, StateError, open_store  # noqa: E402
 
 SHOWN_PROBLEMS = 10
 

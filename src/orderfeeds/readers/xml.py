@@ -904,14 +904,13 @@ class _Reader:
         parts = [survey.fast] if survey.fast is not None else []
         failed = list(survey.failed)
         slow = unplanned
-        if unplanned.height:
+        if survey.shapes:
             plan_of: dict[str, int] = {}
             signatures = batch.signatures
-            candidates = unplanned.select("sig", (pl.col("_msg") - first).alias("row")).drop_nulls("sig")
             # A signature without a plan in the lookup the chunk was handed out with is new, known to have none, or
-            # got its plan since (when the chunk before, settled after this one was handed out, had it too).
+            # got its plan since (when a chunk before, settled after this one was handed out, had it too).
             new = []
-            for signature, rows in candidates.group_by("sig").agg(pl.col("row").head(3)).iter_rows():
+            for signature, rows, _ in survey.shapes:
                 known = signatures.get(signature, False)
                 if known is False:
                     new.append((signature, rows))
@@ -932,17 +931,16 @@ class _Reader:
                             batch.add_plan(signature, plan)
                             plan_of[signature] = plan.id
                         break
-            if plan_of:
+            # A few messages cost less on the per-message path than a bulk check.
+            if sum(n for signature, _, n in survey.shapes if signature in plan_of) >= FEW_MESSAGES:
                 planned = unplanned.with_columns(
                     pl.col("sig").replace_strict(list(plan_of), list(plan_of.values()), default=None,
                                                  return_dtype=pl.Int64).alias("plan"))
-                bulk = planned.filter(pl.col("plan").is_not_null())
-                # A few messages cost less on the per-message path than a bulk check.
-                if bulk.height >= FEW_MESSAGES:
-                    slow = planned.filter(pl.col("plan").is_null())
-                    fast, more = batch.frame(bulk, survey.lines, batch.plan_table())
-                    parts.append(fast)
-                    failed += more
+                slow = planned.filter(pl.col("plan").is_null())
+                fast, more = batch.frame(planned.filter(pl.col("plan").is_not_null()), survey.lines,
+                                         batch.plan_table())
+                parts.append(fast)
+                failed += more
         wanted = sorted(slow.get_column("_msg").to_list() + failed)
         for ordinal, (message, shift), where in zip(wanted, elements([ordinal - first for ordinal in wanted]),
                                                     survey.where(wanted), strict=True):
@@ -992,8 +990,7 @@ class _Reader:
         if survey.lost or text is None or text.lost or text.column is None or stream.took_squeezed:
             stream.checker = None
             return False
-        assert survey.places is not None
-        self.resumed_after = survey.places.item(survey.count - 1, "_mline")
+        self.resumed_after = survey.last_line
         self._close(self._settled(root))
         self.handed_over = True
         self.root = self.last = None  # the tree is let go
@@ -1083,8 +1080,7 @@ class _Reader:
             if parts is None:
                 yield from self._resume(place, first)
                 return True
-            assert survey.places is not None
-            self.resumed_after = survey.places.item(survey.count - 1, "_mline")
+            self.resumed_after = survey.last_line
             self._close(parts)
             if self.due:
                 yield self._piece()
@@ -1107,9 +1103,9 @@ class _Reader:
     def _fragments(self, survey: xmlfast.Survey, offsets: list[int]) -> list[tuple[etree._Element, int]]:
         """The elements of the chunk's messages at these places, each with what to add to its lines: parsed from their
         text in the root's start tag, a few thousand lines at a time (libxml2 keeps a line in 16 bits)."""
-        assert survey.texts is not None and survey.places is not None
-        texts = survey.texts.gather(offsets).to_list()
-        lines = survey.places.get_column("_mline").gather(offsets).to_list()
+        slow = survey.slow
+        texts = [slow[offset][2] or "" for offset in offsets]
+        lines = [slow[offset][0] for offset in offsets]
         found: list[tuple[etree._Element, int]] = []
         start = 0
         while start < len(texts):

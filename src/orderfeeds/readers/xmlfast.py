@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from operator import attrgetter
@@ -584,20 +584,20 @@ class Survey:
     failed: list[int]
     lines: pl.Series | None
     lost: bool = False
-    # Where each message of the chunk is (by position): `_mline`, its line, and `_offset` and `_n`, where its
-    # items' lines are in `lines`.
-    places: pl.DataFrame | None = None
-    # A `Chunk`'s messages as its bytes hold them (each from just after `<Message`): where the parser's thread finds
-    # the elements of those that go to the XSD, as no tree holds them.
-    texts: pl.Series | None = None
+    # Of each message that may go to the XSD (no plan, or failed), by its place in the chunk: its line, those of its
+    # items, and for a `Chunk` its text as the bytes hold it (from just after `<Message`), where the parser's thread
+    # finds its element, as no tree holds it. Plain values, so that the parser's thread runs no polars query for
+    # them while the workers' queries fill polars' threads.
+    slow: dict[int, tuple[int, list[int], str | None]] = field(default_factory=dict)
+    last_line: int = 0  # the line of the chunk's last message
+    # Each signature of the messages without a plan (those that may be given one): the places of its first three
+    # messages, and how many it has.
+    shapes: list[tuple[str, list[int], int]] = field(default_factory=list)
 
     def where(self, ordinals: list[int]) -> list[tuple[int, list[int]] | None]:
         """The line of each of these messages of the chunk and those of its items, as the bulk checks found them."""
-        if self.places is None or self.lines is None:
-            return [None] * len(ordinals)
-        lines = self.lines.to_list()
-        places = self.places[[ordinal - self.first for ordinal in ordinals]]
-        return [(line, lines[offset:offset + n]) for line, offset, n in places.iter_rows()]
+        slow = self.slow
+        return [slow[ordinal - self.first][:2] if ordinal - self.first in slow else None for ordinal in ordinals]
 
 
 class Batch:
@@ -725,9 +725,17 @@ class Batch:
         })
         planned = chunk.filter(pl.col("plan").is_not_null())
         fast, failed = self.frame(planned, item_lines, plans) if planned.height else (None, [])
-        return Survey(first, count, chunk.filter(pl.col("plan").is_null()), fast, failed, item_lines,
-                      places=chunk.select("_mline", "_offset", "_n"),
-                      texts=pieces.get_column("text") if isinstance(text, Chunk) else None)
+        unplanned = chunk.filter(pl.col("plan").is_null())
+        rows = sorted({*(unplanned.get_column("_msg") - first).to_list(), *(ordinal - first for ordinal in failed)})
+        all_lines = item_lines.to_list() if rows else []
+        places = chunk.select("_mline", "_offset", "_n")[rows].rows()
+        texts = pieces.get_column("text").gather(rows).to_list() if isinstance(text, Chunk) else [None] * len(rows)
+        slow = {row: (line, all_lines[offset:offset + n], message)
+                for row, (line, offset, n), message in zip(rows, places, texts, strict=True)}
+        shapes = unplanned.lazy().drop_nulls("sig").group_by("sig").agg(
+            (pl.col("_msg") - first).head(3).alias("rows"), pl.len().alias("n")).collect(engine=ENGINE).rows()
+        return Survey(first, count, unplanned, fast, failed, item_lines, slow=slow,
+                      last_line=message_lines.item(count - 1), shapes=shapes)
 
     def frame(self, chunk: pl.DataFrame, lines: pl.Series, plans: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
         """The records of the chunk's messages (columns _msg, plan, vals, _mline, _offset, _n) that pass every
