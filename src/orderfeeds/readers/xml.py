@@ -36,6 +36,20 @@ How a file is read, in order:
    thread, which then also reads the lines of its items. Only the worker reads the chunk's text
    and only the parser's thread touches elements. Blank text between elements is not kept at
    all. Each chunk becomes a frame in file order (on the worker too).
+   The bytes phase: once the file's first chunk has been cut from its bytes, the rest is read without a
+   tree (building it is most of a parse). A parser with no callbacks, fed the file from its start,
+   only checks that it is well-formed; the chunks are cut from the bytes at a line end after a
+   `</Message>` (`xmlfast.cut_chunk`, which takes only top-level messages with blanks between them)
+   and surveyed on two worker threads; a message that goes to the XSD is parsed apart from its text,
+   inside the root's start tag, with its lines shifted to the file's (so the XSD's explanations name
+   the true lines too). Whatever else the rest of the file holds (a comment or text between messages,
+   a nested Message, a default namespace, an element or text after the last message, a byte Python
+   cannot decode) or where it is not well-formed, the rest is read from the start of that chunk with a
+   tree as above (`_Reader._resume`): the parser is given the file's head, blanks inside the root's
+   start tag to reach that place's line and column, and the file from there, so it reports every
+   error, line and column as one pass over the file would. Records, issues and errors are those of
+   reading the file with a tree; the one difference is where chunks fall, which past line 65535
+   decides which messages of a chunk that must be serialized get libxml2's (late) lines.
 6. `iter_xml` hands the records out in pieces: once a piece's worth of records (`chunk_records`) has
    gathered, the chunks so far become one frame (concatenated, not rechunked), its schema
    violations get their `seq` and repeated MessageIDs are found in one vectorised pass; the reader
