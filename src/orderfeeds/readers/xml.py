@@ -1017,11 +1017,11 @@ class _Reader:
 
         The checking parser the tee has fed from the start reads on, block by block, and only says whether the
         file is well-formed (libxml2 with no callbacks: the tree costs most of a parse). Chunks are cut at a line
-        end after a `</Message>` and surveyed on the worker as `xmlfast.cut_chunk`, which takes only a chunk of
-        top-level messages with nothing but blanks between them; the messages that go to the XSD are parsed apart
-        from their text (`_fragments`). Anything else — a chunk that is not such messages, text or an element after
-        the last one, a not well-formed file — has the rest of the file read from that chunk's start as the first
-        pass would have read it (`_resume`), so the report is the same in every case."""
+        end after a `</Message>` and surveyed on two worker threads, cut by `xmlfast.cut_chunk`, which takes only a
+        chunk of top-level messages with nothing but blanks between them; the messages that go to the XSD are
+        parsed apart from their text (`_fragments`). Anything else (a chunk that is not such messages, text or an
+        element after the last one, a file not well-formed) has the rest of the file read from that chunk's start
+        with a tree (`_resume`), so the records, issues and errors are the same in every case."""
         tee, text = self.stream, self.file_text
         assert tee is not None and text is not None and tee.checker is not None and text.column is not None
         checker, stream, codec = tee.checker, tee.stream, text.codec

@@ -575,7 +575,8 @@ class Survey:
     """What the bulk checks made of one chunk: `unplanned` (None if the chunk could not be cut into its
     messages, then every message goes to the XSD) holds the messages whose signature had no plan (columns
     as `frame` takes them, with `sig`), `fast` the records that passed, `failed` the ordinals that did not.
-    `lost`: the chunk could not be taken from the file's bytes (see `FileText`), and nothing was surveyed."""
+    `lost`: the chunk could not be taken from the file's bytes (see `FileText`), or a `Chunk` is not top-level
+    messages (see `cut_chunk`), and nothing was surveyed."""
 
     first: int
     count: int
@@ -695,10 +696,11 @@ class Batch:
         """One chunk's messages (ordinals `first`...) judged in bulk with the plans known when it was handed out.
 
         `text` is the chunk serialized (its messages the first `count` of the envelope), the file's bytes
-        read since the chunk before with what cuts them, or a `Chunk` (whose `count` this is). Runs on the reader's worker thread: it touches no
-        element, only that text, the lines of the chunk's messages as the parser gave them and, for a
-        serialized chunk, those of every `item_tag` element in document order (those of messages after the
-        chunk may follow); lines counted in the file's bytes replace them when the chunk is cut from those.
+        read since the chunk before with what cuts them, or a `Chunk` (whose `count` this is). Runs on a
+        worker thread of the reader: it touches no element, only that text, the lines of the chunk's messages
+        as the parser gave them and, for a serialized chunk, those of every `item_tag` element in document
+        order (those of messages after the chunk may follow); lines counted in the file's bytes replace them
+        when the chunk is cut from those.
         """
         if isinstance(text, str):
             pieces = serialized_messages(text, count)
