@@ -126,6 +126,9 @@ READ_AGAIN = {
     "comment-between": "  <!-- between -->\n" + adjustment(ODD + 1),
     "pi-between": "  <?pi x?>\n" + adjustment(ODD + 1),
     "default-namespace": adjustment(ODD + 1).replace("<Message>", '<Message xmlns="urn:x">'),
+    "default-namespace-spaced": adjustment(ODD + 1).replace("<Message>", '<Message xmlns = "urn:x">'),
+    # libxml2 gives an element the line its start tag ends on, the bytes the line it starts on.
+    "start-tag-over-two-lines": adjustment(ODD + 1).replace("<Message>", "<Message\n>"),
     "text-between": "  text\n" + adjustment(ODD + 1),
     "element-between": "  <Other/>\n" + adjustment(ODD + 1),
     "message-in-an-element": "  <Other>\n" + adjustment(ODD + 1) + "  </Other>\n",
@@ -205,3 +208,22 @@ def test_the_rest_of_a_file_on_one_line_is_read_with_a_tree(monkeypatch: pytest.
     read = read_every_way(monkeypatch, phase, data)
     assert (phase.entered, phase.resumed) == (1, 1)
     assert isinstance(read, tuple) == broken
+
+
+def test_an_error_libxml2_reads_on_after_is_not_lost(monkeypatch: pytest.MonkeyPatch, phase: Phase):
+    # A namespace error in the first chunk: libxml2 goes on and lxml raises it at the document's end, which the
+    # reader would never reach with a tree if it went on in the bytes.
+    data = feed().replace(b"<MerchantOrderID>", b"<p:x/><MerchantOrderID>", 1)
+    read = read_every_way(monkeypatch, phase, data)
+    assert isinstance(read, tuple) and "Namespace prefix p" in read[1]
+    assert phase.entered == 0
+
+
+def test_a_file_not_well_formed_is_reported_at_its_first_error(monkeypatch: pytest.MonkeyPatch, phase: Phase):
+    # lxml's iterparse, given more to read after a fatal error, starts over and reports what it made of the rest,
+    # depending on how the file was split into reads; the reader reports the first error of the file instead.
+    data = feed(adjustment(ODD + 1, order="a&foo;b"))
+    read = read_every_way(monkeypatch, phase, data)
+    line = data.split(b"\n").index(b"      <MerchantOrderID>a&foo;b</MerchantOrderID>") + 1
+    assert read == ("malformed-xml", f"the file is not well-formed XML: Entity 'foo' not defined (line {line}, "
+                    "column 30)", line)

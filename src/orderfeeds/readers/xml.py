@@ -48,8 +48,10 @@ How a file is read, in order:
    tree as above (`_Reader._resume`): the parser is given the file's head, blanks inside the root's
    start tag to reach that place's line and column, and the file from there, so it reports every
    error, line and column as one pass over the file would. Records, issues and errors are those of
-   reading the file with a tree; the one difference is where chunks fall, which past line 65535
-   decides which messages of a chunk that must be serialized get libxml2's (late) lines.
+   reading the file with a tree, but for lines past 65535: there the bytes phase gives true lines
+   where the tree's are libxml2's (late), and where chunks fall decides which messages of a chunk
+   that must be serialized get libxml2's lines. A file not well-formed is reported at its first
+   fatal error, found by reading it again with no callbacks (`_not_well_formed_error`).
 6. `iter_xml` hands the records out in pieces: once a piece's worth of records (`chunk_records`) has
    gathered, the chunks so far become one frame (concatenated, not rechunked), its schema
    violations get their `seq` and repeated MessageIDs are found in one vectorised pass; the reader
@@ -536,6 +538,8 @@ class _Reader:
         self.root_tag = ""
         self.resumed_after = 0
         self.pool: ThreadPoolExecutor | None = None
+        self.events: etree.iterparse | None = None  # the parser that builds the tree, while it does
+        self.source: BinaryIO = io.BytesIO()  # the file, read again to say why it is not well-formed
 
     # -- the stream --------------------------------------------------------------
 
@@ -555,7 +559,8 @@ class _Reader:
 
     def _read(self, stream: BinaryIO) -> Iterator[RawFeed]:
         keep = self.fast and FILE_TEXT
-        checker = etree.XMLParser(target=_NoEvents(), **PARSER_OPTIONS) if keep and BYTES_PHASE else None
+        checker = _checking_parser() if keep and BYTES_PHASE else None
+        self.source = stream
         try:
             yield from self._parse(_Tee(stream, keep=keep, checker=checker))
         finally:
@@ -569,14 +574,15 @@ class _Reader:
         self.stream = tee
         # Blank text between elements is dropped as it is parsed (a blank that is an element's whole
         # content is kept): the XSD ignores it in element-only content, and a chunk serializes smaller.
-        events = etree.iterparse(tee, events=("end",), tag=("Message", ROOT_TAG), remove_blank_text=True,
-                                 **PARSER_OPTIONS)
+        events = self.events = etree.iterparse(tee, events=("end",), tag=("Message", ROOT_TAG),
+                                               remove_blank_text=True, **PARSER_OPTIONS)
         try:
             yield from self._events(events)
         except etree.XMLSyntaxError as exc:
-            raise _malformed(exc, events.error_log) from None
+            raise self._not_well_formed_error(exc, events.error_log) from None
         if self.handed_over:
             del events  # and with it the tree: the rest of the file is read in its bytes
+            self.events = None
             yield from self._bytes_phase()
 
     def _events(self, events: etree.iterparse) -> Iterator[RawFeed]:
@@ -1000,6 +1006,11 @@ class _Reader:
         assert stream is not None
         if stream.checker is None or self.continued or len(self.jobs) != 1:
             return False
+        if self.events is not None and _first_error(self.events.error_log) is not None:
+            # An error libxml2 lets the parse go on after (a namespace's, say) is raised at the document's end, and
+            # the checking parser does not raise it at all: the tree's parser must read on to the end.
+            stream.checker = None
+            return False
         survey = self.jobs[0][0].result()
         if survey.lost or text is None or text.lost or text.column is None or stream.took_squeezed:
             stream.checker = None
@@ -1009,6 +1020,23 @@ class _Reader:
         self.handed_over = True
         self.root = self.last = None  # the tree is let go
         return True
+
+    def _not_well_formed_error(self, exc: etree.XMLSyntaxError, log) -> FeedError:
+        """Why the file is not well-formed, when the tree's parser stopped at `exc`: the first fatal error of the
+        whole file read again in one go by a parser with no callbacks, or else the tree parser's own (an error that
+        parser finds and the other does not: a namespace's). lxml's iterparse can go on after a fatal error when
+        given more to read, clearing its log and starting over, and then reports what it made of the rest (say
+        "Start tag expected" at line 1 for an entity that is not defined), and what it makes of it depends on how
+        the file was split into reads."""
+        checker = _checking_parser()
+        self.source.seek(0)
+        try:
+            while block := self.source.read(READ_BYTES):
+                checker.feed(block)
+            checker.close()
+        except etree.XMLSyntaxError as found:
+            return _malformed(found, checker.error_log)
+        return _malformed(exc, log)
 
     # -- the bytes phase ----------------------------------------------------------
 
@@ -1132,7 +1160,8 @@ class _Reader:
                 end += 1
             parts.append("</AmazonEnvelope>")
             root = etree.fromstring("".join(parts), _fragment_parser())
-            if len(root) != end - start:
+            # A default namespace declared on a Message makes it another element (`xmlns = "..."` passes `table`).
+            if len(root) != end - start or any(message.tag != "Message" for message in root):
                 raise _NotAsCut()
             found += zip(root, shifts, strict=True)
             start = end
@@ -1414,6 +1443,11 @@ class _Resumed:
     @property
     def closed(self) -> bool:
         return self.stream.closed
+
+
+def _checking_parser() -> etree.XMLParser:
+    """A parser that builds nothing and calls nothing back: it only finds whether a document is well-formed."""
+    return etree.XMLParser(target=_NoEvents(), **PARSER_OPTIONS)
 
 
 class _NotAsCut(Exception):

@@ -422,6 +422,11 @@ def cut_chunk(chunk: Chunk, item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.
     messages = pieces.slice(1)
     if not messages.get_column("whole").all():
         return None
+    # libxml2 gives an element the line its start tag ends on, and the bytes the line it starts on: a Message whose
+    # start tag holds a line end would have its records on another line than the tree's.
+    tagged = messages.filter(~t.str.starts_with(">")).get_column("t").to_list()
+    if any("\n" in _start_tag_rest(piece) for piece in tagged):
+        return None
     nl = messages.get_column("nl")
     lines = (nl.cum_sum() - nl + (chunk.line + pieces.item(0, "nl"))).alias("_mline")
     texts = messages.get_column("t")
@@ -430,6 +435,19 @@ def cut_chunk(chunk: Chunk, item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.
         return None
     # What the bytes say, for a message that is parsed apart: `raw` has had comments cut out, even from inside CDATA.
     return judged[0].with_columns(texts.alias("text")), judged[1], judged[2]
+
+
+def _start_tag_rest(piece: str) -> str:
+    """What follows `<Message` in its start tag, to its `>` (attribute values may hold a `>`)."""
+    quote = ""
+    for at, char in enumerate(piece):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == ">":
+            return piece[:at]
+    return piece
 
 
 def _judged(cut: pl.Series, lines: pl.Series, item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.Series] | None:
