@@ -1,5 +1,5 @@
-"""After its first chunk, a feed cut from its bytes is read on in its bytes alone, with no tree (the bytes phase): whatever
-the rest of the file holds, the records, issues and errors are those of reading it with a tree throughout."""
+"""After its first chunk, a feed cut from its bytes is read on in its bytes alone, with no tree (the bytes phase):
+whatever the rest of the file holds, the records, issues and errors are those of reading it with a tree."""
 
 from __future__ import annotations
 

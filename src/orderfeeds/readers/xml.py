@@ -1100,16 +1100,16 @@ class _Reader:
             yield self._piece()
 
     def _hand_out_chunk(self, chunk: bytes, place: _Place, codec: str) -> None:
-        """Give the worker a chunk of the bytes phase; its messages are counted by their `</Message>`."""
-        batch, worker = self.batch, self.worker
-        assert batch is not None and worker is not None
+        """Give the workers a chunk of the bytes phase; its messages are counted by their `</Message>`."""
+        batch = self.batch
+        assert batch is not None
         count = chunk.count(_END_TAG)
         first = self.messages + 1
         self.messages = self.flushed_messages = self.messages + count
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=BYTES_WORKERS, thread_name_prefix="orderfeeds-xml-bytes")
-        job = self.pool.submit(batch.survey, xmlfast.Chunk(chunk, count, place.line, codec), count, first, self.item_tag,
-                            pl.Series(dtype=pl.Int64), None, batch.lookup(), batch.plan_table())
+        job = self.pool.submit(batch.survey, xmlfast.Chunk(chunk, count, place.line, codec), count, first,
+                               self.item_tag, pl.Series(dtype=pl.Int64), None, batch.lookup(), batch.plan_table())
         self.jobs.append((job, (place, first)))
 
     def _settled_chunks(self, leave: int) -> Iterator[RawFeed]:
