@@ -328,9 +328,7 @@ class FileText:
                 return self._lose()  # a byte Python cannot decode (libxml2 may: windows-1255's 0xCA)
         t = pl.col("t")
         size = t.str.len_bytes() if self.codec == "utf-8" else t.str.len_chars()
-        pieces = pl.DataFrame({"t": pl.Series([text], dtype=pl.String)}).lazy().select(
-            t.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT),
-        ).explode("t").slice(0, count + 1).with_columns(
+        pieces = _split(text).slice(0, count + 1).with_columns(
             size.cast(pl.Int64).alias("bytes"),  # in the file
             t.str.count_matches("\n", literal=True).cast(pl.Int64).alias("nl"),
             # A piece that does not end a Message holds the start of one nested in it (or is the chunk's last):
@@ -410,9 +408,7 @@ def cut_chunk(chunk: Chunk, item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.
     except UnicodeDecodeError:
         return None  # the parser will say where (or read it apart from Python: windows-1255's 0xCA)
     t = pl.col("t")
-    pieces = pl.DataFrame({"t": pl.Series([text], dtype=pl.String)}).lazy().select(
-        t.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT),
-    ).explode("t").with_columns(
+    pieces = _split(text).with_columns(
         t.str.count_matches("\n", literal=True).cast(pl.Int64).alias("nl"),
         (t.str.strip_chars_end(WS).str.ends_with(_MESSAGE_END)
          & (t.str.count_matches(_MESSAGE_END, literal=True) == 1)).alias("whole"),
@@ -435,6 +431,13 @@ def cut_chunk(chunk: Chunk, item_tag: str) -> tuple[pl.DataFrame, pl.Series, pl.
         return None
     # What the bytes say, for a message that is parsed apart: `raw` has had comments cut out, even from inside CDATA.
     return judged[0].with_columns(texts.alias("text")), judged[1], judged[2]
+
+
+def _split(text: str) -> pl.LazyFrame:
+    """`text` cut just after each `<Message` (column `t`): what precedes the first, then each message to the next."""
+    t = pl.col("t")
+    return pl.DataFrame({"t": pl.Series([text], dtype=pl.String)}).lazy().select(
+        t.str.replace_all(_MESSAGE_START, CUT + "${1}").str.split(CUT)).explode("t")
 
 
 def _start_tag_rest(piece: str) -> str:
@@ -513,8 +516,9 @@ def table(pieces: pl.DataFrame, item_tag: str) -> pl.DataFrame | None:
     one per top-level message) leaves a piece that does not end with `</Message>`: the parser drops
     comments and PIs (`FileText` cuts them out, or sends their message to the XSD, or takes no such chunk),
     and text cannot hold `<`. A chunk that declares a default namespace inside a message is not cut either
-    (see below). Each piece is then prepared: a Type's text moves into its start tag and an Amount's currency (or its absence) becomes a text of its own, so that the one regex
-    for texts finds the values and leaves the Types.
+    (see below). Each piece is then prepared: a Type's text moves into its start tag and an Amount's currency
+    (or its absence) becomes a text of its own, so that the one regex for texts finds the values and leaves
+    the Types.
 
     The signature is the piece with every text that is more than whitespace replaced by MARK; a Type's
     text stays (it decides the columns), and an Amount's currency (or its absence) is a value, so it does
