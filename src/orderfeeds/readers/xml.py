@@ -1003,8 +1003,9 @@ class _Reader:
         read in its bytes (`_bytes_phase`): only if it was cut from the bytes, which the checking parser has had from
         the start, and it ends where the next can be cut from (known column, no blank squeezed in its bytes)."""
         stream, text = self.stream, self.file_text
-        assert stream is not None
-        if stream.checker is None or self.continued or len(self.jobs) != 1:
+        assert stream is not None and text is not None  # the chunk was cut from the bytes
+        # A file read on from a place (`_resume`) has no checking parser.
+        if stream.checker is None or len(self.jobs) != 1:
             return False
         if self.events is not None and _first_error(self.events.error_log) is not None:
             # An error libxml2 lets the parse go on after (a namespace's, say) is raised at the document's end, and
@@ -1012,7 +1013,7 @@ class _Reader:
             stream.checker = None
             return False
         survey = self.jobs[0][0].result()
-        if survey.lost or text is None or text.lost or text.column is None or stream.took_squeezed:
+        if survey.lost or text.column is None or stream.took_squeezed:
             stream.checker = None
             return False
         self.resumed_after = survey.last_line
@@ -1073,19 +1074,21 @@ class _Reader:
                 if size < CHUNK_BYTES and ends < most:
                     continue
             data = b"".join(pending)
-            while end := _chunk_end(data, most, at_end=not block):
+            ends = data.count(_END_TAG)  # exactly: a block may end inside one
+            while end := _chunk_end(data, ends, most, at_end=not block):
+                rest = data.count(_END_TAG, end)
                 chunk = data[:end]
-                self._hand_out_chunk(chunk, place, codec)
+                self._hand_out_chunk(chunk, ends - rest, place, codec)
                 if (yield from self._settled_chunks(leave=CHUNKS_OUT - 1)):
                     return
                 place = _after(place, chunk, codec)
-                data = data[end:]
-                if block and len(data) < CHUNK_BYTES and data.count(_END_TAG) < most:
+                data, ends = data[end:], rest
+                if block and len(data) < CHUNK_BYTES and ends < most:
                     break
             if len(data) > KEPT_BYTES:
                 yield from self._resume(place)  # no line ends with a Message: a file on one line, say
                 return
-            pending, size, ends = [data], len(data), data.count(_END_TAG)
+            pending, size = [data], len(data)
         if (yield from self._settled_chunks(leave=0)):
             return
         if not _ROOT_END.fullmatch(data):
@@ -1099,11 +1102,10 @@ class _Reader:
         if self.chunks:
             yield self._piece()
 
-    def _hand_out_chunk(self, chunk: bytes, place: _Place, codec: str) -> None:
-        """Give the workers a chunk of the bytes phase; its messages are counted by their `</Message>`."""
+    def _hand_out_chunk(self, chunk: bytes, count: int, place: _Place, codec: str) -> None:
+        """Give the workers a chunk of the bytes phase, of `count` messages (its `</Message>`)."""
         batch = self.batch
         assert batch is not None
-        count = chunk.count(_END_TAG)
         first = self.messages + 1
         self.messages = self.flushed_messages = self.messages + count
         if self.pool is None:
@@ -1417,7 +1419,7 @@ class _Resumed:
 
     def __init__(self, stream: BinaryIO, head: bytes, place: _Place, codec: str):
         lines = place.line - (head.count(b"\n") + 1)  # lines between the tag's end and the place
-        column = len(head[head.rfind(b"\n") + 1:].decode(codec, "replace")) + 1  # where the tag's `>` would go
+        column = _last_line_length(head, codec) + 1  # where the tag's `>` would go
         if lines == 0:
             padding = b" " * (place.column - 1 - column) + b">"
         elif place.column == 1:
@@ -1464,20 +1466,22 @@ def _fragment_parser() -> etree.XMLParser:
 
 def _after(place: _Place, chunk: bytes, codec: str) -> _Place:
     """Where the bytes after `chunk`, which starts at `place`, start."""
-    line_feed = chunk.rfind(b"\n")
-    if line_feed < 0:
-        column = place.column + len(chunk.decode(codec, "replace"))
-    else:
-        column = len(chunk[line_feed + 1:].decode(codec, "replace")) + 1
-    return _Place(place.offset + len(chunk), place.line + chunk.count(b"\n"), column)
+    line_feeds = chunk.count(b"\n")
+    column = (1 if line_feeds else place.column) + _last_line_length(chunk, codec)
+    return _Place(place.offset + len(chunk), place.line + line_feeds, column)
 
 
-def _chunk_end(data: bytes, most: int, at_end: bool) -> int:
-    """Where a chunk of the bytes phase ends in `data`: after a `</Message>` and the blanks and line end after it (so
-    that the next starts a line) among the first `most` messages, or 0 if there is no such place. At the file's
-    end, the last of those `</Message>` will do (0 if there is none)."""
+def _last_line_length(data: bytes, codec: str) -> int:
+    """How many characters (libxml2's columns) follow the last line feed in `data` (all of it, if it has none)."""
+    return len(data[data.rfind(b"\n") + 1:].decode(codec, "replace"))
+
+
+def _chunk_end(data: bytes, ends: int, most: int, at_end: bool) -> int:
+    """Where a chunk of the bytes phase ends in `data` (which holds `ends` `</Message>`): after a `</Message>` and the
+    blanks and line end after it (so that the next starts a line) among the first `most` messages, or 0 if there is
+    no such place. At the file's end, the last of those `</Message>` will do (0 if there is none)."""
     limit = len(data)
-    if data.count(_END_TAG) > most:
+    if ends > most:
         at = -1
         for _ in range(most):
             at = data.find(_END_TAG, at + 1)
